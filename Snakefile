@@ -1,0 +1,22 @@
+# The pipeline's Snakemake front-end. All logic lives in the workflow_scripts package; the job
+# definitions (commands, inputs, params, outputs) come from workflow_scripts/pipeline.py, the same
+# source dvc.yaml is generated from. Run: snakemake --cores N  (paper scale: --configfile configs/paper.yaml)
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/topics.smk"
+include: "rules/real_corpus.smk"
+include: "rules/local_models.smk"
+
+
+rule all:
+    input:
+        [job.out for job in JOBS.values()],
+    default_target: True

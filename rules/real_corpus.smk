@@ -1,0 +1,16 @@
+# Real corpus: human-written web / code / math text mixed by weight, with a held-out split.
+
+
+rule real_corpus:
+    input:
+        unpack(stage_input("real_corpus")),
+    output:
+        stage_output("real_corpus"),
+    params:
+        fingerprint=stage_fingerprint("real_corpus"),
+    log:
+        stage_log("real_corpus"),
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        stage_shell("real_corpus")

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up the environment (first time only) and run the whole test suite, slow end-to-end tests included.
+# Extra arguments go to pytest, e.g.  bash scripts/test.sh -m "not slow"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+source scripts/env.sh
+exec python -m pytest "$@"

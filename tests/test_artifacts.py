@@ -1,0 +1,92 @@
+"""The artifact contract: atomic publication, a manifest that explains the artifact, checked readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workflow_scripts.core.artifacts import (
+    MANIFEST, ArtifactError, build_artifact, read_manifest, require, verify_files,
+)
+from workflow_scripts.core.hashing import hash_path
+
+
+def _publish(out: Path, inputs: dict, body=lambda p: (p / "data.txt").write_text("hello")) -> None:
+    with build_artifact(out, stage="demo", experiment="e1", params={"k": 1}, inputs=inputs,
+                        code_files=[Path(__file__)]) as artifact:
+        body(artifact.path)
+        artifact.counts["rows"] = 1
+
+
+def test_manifest_records_what_made_the_artifact(tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("input")
+    _publish(tmp_path / "out", {"source": source})
+    manifest = read_manifest(tmp_path / "out", stage="demo")
+    assert manifest.experiment == "e1" and manifest.params == {"k": 1}
+    assert manifest.inputs == {"source": hash_path(source)}
+    assert manifest.counts == {"rows": 1} and manifest.wall_time_s >= 0
+    assert "torch" in manifest.packages and "python" in manifest.packages
+    assert set(manifest.files) == {"data.txt"}
+    verify_files(tmp_path / "out")
+
+
+def test_failed_stage_leaves_nothing(tmp_path):
+    def explode(path: Path) -> None:
+        (path / "partial.txt").write_text("half")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        _publish(tmp_path / "out", {}, explode)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_readers_refuse_incomplete_or_foreign_artifacts(tmp_path):
+    (tmp_path / "half").mkdir()
+    with pytest.raises(ArtifactError, match="not a complete artifact"):
+        read_manifest(tmp_path / "half")
+    _publish(tmp_path / "out", {})
+    with pytest.raises(ArtifactError, match="made by stage 'demo', expected 'topics'"):
+        read_manifest(tmp_path / "out", stage="topics")
+    with pytest.raises(ArtifactError, match="vocab_size is 100 but 200 was expected"):
+        require(tmp_path / "out", "vocab_size", 200, 100)
+    (tmp_path / "out" / "data.txt").write_text("tampered")
+    with pytest.raises(ArtifactError, match="does not match the hash"):
+        verify_files(tmp_path / "out")
+
+
+SLOW_STAGE = """
+import sys, time
+from pathlib import Path
+from workflow_scripts.core.artifacts import build_artifact
+with build_artifact(Path(sys.argv[1]), stage="demo", params={}, inputs={}, code_files=[]) as artifact:
+    with open(artifact.path / "big.txt", "w") as handle:
+        for i in range(10_000):
+            handle.write("x" * 1000 + "\\n")
+            handle.flush()
+            if i == 100:
+                print("writing", flush=True)
+            time.sleep(0.001)
+"""
+
+
+def test_sigkill_mid_write_leaves_no_complete_looking_output_and_rerun_succeeds(tmp_path):
+    out = tmp_path / "artifact"
+    process = subprocess.Popen([sys.executable, "-c", SLOW_STAGE, str(out)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "writing"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not out.exists(), "a killed stage must not leave its output at the real path"
+    leftovers = list(tmp_path.glob(".tmp-artifact-*"))
+    assert leftovers and not (leftovers[0] / MANIFEST).exists()
+
+    _publish(out, {})
+    assert (out / MANIFEST).is_file()
+    assert not list(tmp_path.glob(".tmp-artifact-*")), "the rerun cleans what the killed run left"
+    assert json.loads((out / MANIFEST).read_text())["stage"] == "demo"

@@ -1,0 +1,83 @@
+"""One schema validates every configuration; bad ones fail with the key path and what was expected."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workflow_scripts.core.config import ConfigError, load_config, parse_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def default_raw() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+@pytest.mark.parametrize("path", ["params.yaml", "configs/paper.yaml"])
+def test_shipped_configs_are_valid(path):
+    config = load_config(REPO / path)
+    assert config.experiments
+
+
+def test_default_grid_has_baseline_and_three_synthetic_variants(default_raw):
+    config = parse_config(default_raw)
+    synthetic = {n: e.synthetic for n, e in config.experiments.items() if e.synthetic}
+    assert any(e.synthetic is None for e in config.experiments.values())
+    assert len(synthetic) >= 3
+    for field in ("topics", "generations_per_topic", "template"):
+        assert len({getattr(s, field) for s in synthetic.values()}) >= 2, f"the grid never varies {field}"
+
+
+def _break(raw: dict, dotted: str, value) -> dict:
+    broken = copy.deepcopy(raw)
+    *parents, last = dotted.split(".")
+    node = broken
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    return broken
+
+
+BAD = [
+    # (key to set, bad value, text the error must contain)
+    ("topics.near_duplicate_treshold", 0.5, "topics.near_duplicate_treshold: unknown key"),
+    ("seed", "twelve", "seed: Input should be a valid integer"),
+    ("experiments.topic_t8_g2.synthetic.topics", 0, "experiments.topic_t8_g2.synthetic.topics: Input should be greater than 0"),
+    ("experiments.topic_t8_g2.synthetic.template", "haiku", "experiments.topic_t8_g2.synthetic.template: Input should be"),
+    ("experiments.topic_t8_g2.synthetic.generator", "gpt-9", "experiments.topic_t8_g2.synthetic.generator: 'gpt-9' is not in 'models'"),
+    ("real_corpus.weights", {"web": 0, "code": 0, "math": 0}, "real_corpus.weights: weights must be >= 0 and at least one must be > 0"),
+    ("real_corpus.heldout_fraction", 1.5, "real_corpus.heldout_fraction: Input should be less than 1"),
+    ("real_corpus.sources", [{"name": "x", "kind": "poetry", "type": "text", "paths": ["*.txt"]}],
+     "real_corpus.sources.0.kind: Input should be 'web', 'code' or 'math'"),
+    ("local_models.models.generator.num_attention_heads", 5, "hidden_size (64) must be divisible by num_attention_heads (5)"),
+    ("models.tiny-judge", {"local": "nonexistent"}, "models.tiny-judge.local: 'nonexistent' is not built by local_models.models"),
+    ("experiments", {}, "experiments: Dictionary should have at least 1 item"),
+]
+
+
+@pytest.mark.parametrize("key,value,expected", BAD, ids=[b[0] for b in BAD])
+def test_bad_config_names_the_key_and_the_expectation(default_raw, key, value, expected):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_break(default_raw, key, value), "params.yaml")
+    assert expected in str(caught.value)
+    assert str(caught.value).startswith("invalid configuration params.yaml:")
+
+
+def test_missing_required_section_is_reported(default_raw):
+    del default_raw["real_corpus"]
+    with pytest.raises(ConfigError, match="real_corpus: required key is missing"):
+        parse_config(default_raw)
+
+
+def test_unreadable_files_fail_clearly(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)

@@ -1,0 +1,1 @@
+"""Shared core: configuration, artifacts, hashing, logging."""

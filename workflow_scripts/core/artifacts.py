@@ -1,0 +1,179 @@
+"""The artifact contract: every stage output is a directory that appears complete or not at all.
+
+A stage writes into a hidden temporary sibling directory and renames it into place only after its
+``manifest.json`` (written last) is on disk. A crash or SIGKILL therefore leaves at most a ``.tmp-*``
+directory, which the next run of the stage removes; never a half-written directory at the real path.
+
+The manifest records what made the artifact: stage, experiment, the resolved parameters and their
+hash, content hashes of every input, a hash of the stage's code, package versions, counts and wall
+time. Readers call :func:`read_manifest` / :func:`require` to refuse artifacts built differently
+from what they expect.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import platform
+import shutil
+import time
+import uuid
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workflow_scripts.core.hashing import canonical_json, hash_code, hash_path, hash_value
+
+MANIFEST = "manifest.json"
+TMP_PREFIX = ".tmp-"
+TRACKED_PACKAGES = (
+    "workflow_scripts", "torch", "transformers", "tokenizers", "polars", "pyarrow", "megatron-core",
+    "lm_eval", "outlines", "pydantic", "snakemake", "dvc",
+)
+
+log = logging.getLogger(__name__)
+
+
+class ArtifactError(RuntimeError):
+    """An artifact is missing, incomplete, or was built differently from what a reader expects."""
+
+
+class InputError(ValueError):
+    """Input data a stage was given is malformed; the message names the file and what is wrong."""
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str
+    experiment: str | None = None
+    params: dict[str, Any]
+    params_hash: str
+    fingerprint: str = Field("", description="the job's fingerprint in the pipeline plan (see pipeline.py)")
+    inputs: dict[str, str] = Field(description="input name -> content hash")
+    code_hash: str
+    packages: dict[str, str]
+    counts: dict[str, float | int] = {}
+    info: dict[str, Any] = Field(default_factory=dict, description="stage-specific facts readers check")
+    files: dict[str, str] = Field(default_factory=dict, description="relative file -> content hash")
+    wall_time_s: float
+    created_utc: str
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+class ArtifactBuilder:
+    """Handle given to a stage while it writes: ``path`` is the temporary directory to fill."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.counts: dict[str, float | int] = {}
+        self.info: dict[str, Any] = {}
+
+
+def remove_stale_temporaries(out_dir: Path) -> None:
+    for stale in out_dir.parent.glob(f"{TMP_PREFIX}{out_dir.name}-*"):
+        log.warning("removing %s left by an interrupted run", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _fsync_tree(path: Path) -> None:
+    for file in path.rglob("*"):
+        if file.is_file():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+@contextmanager
+def build_artifact(
+    out_dir: Path | str,
+    *,
+    stage: str,
+    params: dict[str, Any],
+    inputs: dict[str, Path | str],
+    code_files: list[Path],
+    experiment: str | None = None,
+    fingerprint: str = "",
+) -> Iterator[ArtifactBuilder]:
+    """Yield a builder whose ``path`` the stage fills; publish it atomically with a manifest."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir)
+    input_hashes = {name: hash_path(Path(p)) for name, p in sorted(inputs.items())}
+    tmp = out_dir.parent / f"{TMP_PREFIX}{out_dir.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    builder = ArtifactBuilder(tmp)
+    started = time.perf_counter()
+    try:
+        yield builder
+        manifest = Manifest(
+            stage=stage,
+            experiment=experiment,
+            params=params,
+            params_hash=hash_value(params),
+            fingerprint=fingerprint,
+            inputs=input_hashes,
+            code_hash=hash_code(code_files),
+            packages=package_versions(),
+            counts=builder.counts,
+            info=builder.info,
+            files={p.relative_to(tmp).as_posix(): hash_path(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
+            wall_time_s=round(time.perf_counter() - started, 3),
+            created_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        )
+        (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+        _fsync_tree(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+        log.info("wrote %s (%s)", out_dir, canonical_json(builder.counts))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_manifest(artifact: Path | str, stage: str | None = None) -> Manifest:
+    """Read an artifact's manifest; refuse a missing or incomplete artifact, or one of another stage."""
+    artifact = Path(artifact)
+    path = artifact / MANIFEST
+    if not path.is_file():
+        raise ArtifactError(
+            f"{artifact} is not a complete artifact (no {MANIFEST}); rerun the stage that produces it"
+        )
+    manifest = Manifest.model_validate_json(path.read_text())
+    if stage is not None and manifest.stage != stage:
+        raise ArtifactError(f"{artifact} was made by stage {manifest.stage!r}, expected {stage!r}")
+    return manifest
+
+
+def require(artifact: Path | str, key: str, expected: Any, found: Any) -> None:
+    """Raise a clear error when a fact recorded in an artifact differs from what a reader expects."""
+    if expected != found:
+        raise ArtifactError(
+            f"{artifact}: {key} is {found!r} but {expected!r} was expected; "
+            "the artifact was built with different settings: rebuild it or fix the configuration"
+        )
+
+
+def verify_files(artifact: Path | str) -> None:
+    """Check every file listed in the manifest against its recorded hash (detects edits and truncation)."""
+    artifact = Path(artifact)
+    manifest = read_manifest(artifact)
+    for rel, digest in manifest.files.items():
+        file = artifact / rel
+        if not file.is_file():
+            raise ArtifactError(f"{artifact}: {rel} listed in the manifest is missing")
+        if hash_path(file) != digest:
+            raise ArtifactError(f"{artifact}: {rel} does not match the hash in its manifest")

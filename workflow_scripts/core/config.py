@@ -1,0 +1,241 @@
+"""The one configuration schema, shared by params.yaml (tiny default) and configs/paper.yaml.
+
+Everything is validated before any job runs: unknown keys, wrong types and impossible values are
+errors that name the key path and what was expected. Experiments are a named grid (data, not code).
+Sections owned by a stage live next to the stage (``workflow_scripts/<stage>/config.py`` or the
+stage module) and are assembled here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)]
+# Experiment names become Snakemake wildcards and DVC stage names (`stage--experiment`): no dots, no "--".
+ExperimentName = Annotated[str, Field(pattern=r"^[A-Za-z0-9]+(?:[_-][A-Za-z0-9]+)*$", max_length=80)]
+TEMPLATES = ("topic", "topic_styles", "topic_styles_persona", "multi_topic_styles_persona")
+KINDS = ("web", "code", "math")
+
+
+class ConfigError(ValueError):
+    """A configuration file is invalid; the message lists every problem with its key path."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- models -----------------------------------------------------------------------------------------------
+
+
+class ModelSpec(Section):
+    """One entry of the model registry: where the weights come from and how to run them."""
+
+    local: Name | None = Field(None, description="name of a model built by the local_models stage")
+    path: str | None = Field(None, description="local directory or Hugging Face hub id")
+    revision: str | None = None
+    backend: Literal["transformers", "vllm", "openai"] = "transformers"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelSpec":
+        if (self.local is None) == (self.path is None):
+            raise ValueError("give exactly one of 'local' (a model built by local_models) or 'path'")
+        return self
+
+
+class TinyLlama(Section):
+    """Architecture of a randomly initialised Llama model built locally."""
+
+    hidden_size: int = Field(64, gt=0)
+    intermediate_size: int = Field(128, gt=0)
+    num_hidden_layers: int = Field(2, gt=0)
+    num_attention_heads: int = Field(4, gt=0)
+    max_position_embeddings: int = Field(2048, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "TinyLlama":
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        return self
+
+
+class TokenizerSpec(Section):
+    vocab_size: int = Field(4096, ge=260, le=1_000_000)
+    min_frequency: int = Field(2, ge=1)
+    max_training_chars: int = Field(20_000_000, gt=0)
+
+
+class LocalModelsConfig(Section):
+    """Tokenizer and tiny random models built locally because no weights can be downloaded."""
+
+    tokenizer: TokenizerSpec = TokenizerSpec()
+    models: dict[Name, TinyLlama] = {}
+
+
+# --- topics -----------------------------------------------------------------------------------------------
+
+
+class TopicsConfig(Section):
+    sources: list[str] = Field(
+        ["builtin"], min_length=1,
+        description="topic files (JSON/JSONL of {path: [keywords]}); 'builtin' is the shipped hierarchy",
+    )
+    min_keywords: int = Field(3, ge=0)
+    near_duplicate_threshold: float = Field(
+        0.85, gt=0, le=1, description="Jaccard similarity of path+keyword tokens above which topics merge"
+    )
+
+
+# --- real corpus ------------------------------------------------------------------------------------------
+
+
+class CorpusSource(Section):
+    name: Name
+    kind: Literal["web", "code", "math"]
+    type: Literal["python_stdlib_docs", "python_stdlib_code", "python_stdlib_math", "jsonl", "parquet", "text"]
+    paths: list[str] = Field([], description="glob patterns, for jsonl / parquet / text")
+    text_field: str = "text"
+
+    @model_validator(mode="after")
+    def _paths_for_files(self) -> "CorpusSource":
+        if self.type in ("jsonl", "parquet", "text") and not self.paths:
+            raise ValueError(f"source type {self.type!r} needs 'paths' (glob patterns)")
+        return self
+
+
+class RealCorpusConfig(Section):
+    sources: list[CorpusSource] = Field(..., min_length=1)
+    weights: dict[Literal["web", "code", "math"], float] = Field(
+        {"web": 4, "code": 1, "math": 1}, description="share of each kind in the corpus (paper: 4:1:1)"
+    )
+    max_chars: int = Field(4_000_000, gt=0, description="character budget of the mixed corpus")
+    min_chars_per_document: int = Field(200, ge=1)
+    max_chars_per_document: int = Field(8000, ge=1)
+    heldout_fraction: float = Field(0.05, gt=0, lt=1)
+    seed: int = 0
+
+    @field_validator("weights")
+    @classmethod
+    def _positive_weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+            raise ValueError("weights must be >= 0 and at least one must be > 0")
+        return weights
+
+    @model_validator(mode="after")
+    def _sources_cover_weighted_kinds(self) -> "RealCorpusConfig":
+        kinds = {s.kind for s in self.sources}
+        missing = [k for k, w in self.weights.items() if w > 0 and k not in kinds]
+        if missing:
+            raise ValueError(f"weights give a share to {missing} but no source has that kind")
+        names = [s.name for s in self.sources]
+        if len(names) != len(set(names)):
+            raise ValueError(f"source names must be unique, got {names}")
+        if self.min_chars_per_document > self.max_chars_per_document:
+            raise ValueError("min_chars_per_document must not exceed max_chars_per_document")
+        return self
+
+
+# --- experiments ------------------------------------------------------------------------------------------
+
+
+class SyntheticSpec(Section):
+    topics: int = Field(..., gt=0, description="T: topics sampled for this experiment")
+    generations_per_topic: int = Field(..., gt=0, description="G: generations per topic")
+    template: Literal[TEMPLATES]  # type: ignore[valid-type]
+    generator: Name = Field(..., description="a model name from the 'models' registry")
+
+
+class ExperimentSpec(Section):
+    description: str = ""
+    synthetic: SyntheticSpec | None = Field(None, description="absent for a real-data-only baseline")
+
+
+# --- root -------------------------------------------------------------------------------------------------
+
+
+class PipelineConfig(Section):
+    data_root: str = Field("data", description="where every artifact is written (DVC-tracked)")
+    seed: int = 1234
+    models: dict[Name, ModelSpec]
+    local_models: LocalModelsConfig = LocalModelsConfig()
+    topics: TopicsConfig = TopicsConfig()
+    real_corpus: RealCorpusConfig
+    experiments: dict[ExperimentName, ExperimentSpec] = Field(..., min_length=1)
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> "PipelineConfig":
+        for name, spec in self.models.items():
+            if spec.local is not None and spec.local not in self.local_models.models:
+                raise ValueError(
+                    f"models.{name}.local: {spec.local!r} is not built by local_models.models "
+                    f"(known: {sorted(self.local_models.models)})"
+                )
+        for name, exp in self.experiments.items():
+            if exp.synthetic and exp.synthetic.generator not in self.models:
+                raise ValueError(
+                    f"experiments.{name}.synthetic.generator: {exp.synthetic.generator!r} is not in "
+                    f"'models' (known: {sorted(self.models)})"
+                )
+        return self
+
+    def synthetic_experiments(self) -> list[str]:
+        return [name for name, exp in self.experiments.items() if exp.synthetic is not None]
+
+
+def _format_errors(source: str, error: ValidationError) -> str:
+    lines = [f"invalid configuration {source}:"]
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (not part of the schema; check the spelling)"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        got = item.get("input")
+        detail = "" if item["type"] in ("missing", "extra_forbidden") or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  - {where}: {message}{detail}")
+    return "\n".join(lines)
+
+
+def parse_config(raw: Any, source: str = "<config>") -> PipelineConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid configuration {source}: the top level must be a mapping")
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_format_errors(source, error)) from None
+
+
+def load_config(path: Path | str) -> PipelineConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"configuration file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"configuration file {path} is not valid YAML: {error}") from None
+    return parse_config(raw, str(path))
+
+
+def lookup(config: PipelineConfig, dotted: str) -> Any:
+    """The value at a dotted key path (``experiments.real_only.synthetic``), as plain data."""
+    node: Any = config
+    for part in dotted.split("."):
+        node = node[part] if isinstance(node, dict) else getattr(node, part)
+    return node.model_dump(mode="json") if isinstance(node, BaseModel) else _plain(node)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return value

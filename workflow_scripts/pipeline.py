@@ -1,0 +1,217 @@
+"""The one definition of the pipeline's jobs, read by both front-ends.
+
+``rules/*.smk`` build their Snakemake rules from :data:`STAGES` (inputs, output, params, log, shell),
+and ``python -m workflow_scripts.dvc_yaml`` writes ``dvc.yaml`` from :func:`plan`. Both therefore run
+the same commands with the same dependencies (including each stage's code), parameters and outputs;
+``tests/test_frontends_in_step.py`` fails when they drift.
+
+Rebuild decisions. DVC hashes the content of every dependency. Snakemake is told to ignore mtimes
+(``profiles/default``: DVC does not preserve mtimes on checkout, so mtimes would trigger spurious
+reruns after ``dvc pull``) and instead compares each job's *fingerprint*, passed as a rule parameter:
+a hash of the config values the job reads, its code, its external input files, and the fingerprints
+of the jobs it depends on. Paths, core count and other irrelevant details are not part of it.
+"""
+
+from __future__ import annotations
+
+import glob
+import platform
+import shlex
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Callable
+
+from workflow_scripts.core.config import PipelineConfig, lookup
+from workflow_scripts.core.hashing import hash_path, hash_value
+
+PACKAGE = Path(__file__).resolve().parent
+REPO = PACKAGE.parent
+PYTHON = "python"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A step of the pipeline: one command, one artifact directory, optionally one job per experiment."""
+
+    name: str
+    module: str                       # run as ``python -m <module> <subcommand>``
+    out: str                          # artifact directory under data_root; may contain {experiment}
+    params: tuple[str, ...]           # dotted config keys the stage reads; may contain {experiment}
+    code: tuple[str, ...]             # source files or packages, relative to the repository
+    subcommand: str = ""
+    inputs: Callable[[PipelineConfig, str | None], dict[str, str]] = lambda c, e: {}
+    experiments: Callable[[PipelineConfig], list[str]] | None = None   # None: one shared job
+    externals: Callable[[PipelineConfig], list[str]] = lambda c: []    # files read from outside data_root
+    environment: Callable[[PipelineConfig], dict[str, str]] = lambda c: {}  # facts outside config and files
+    enabled: Callable[[PipelineConfig], bool] = lambda c: True
+
+    @property
+    def per_experiment(self) -> bool:
+        return self.experiments is not None
+
+
+def artifact(config: PipelineConfig, stage: str, experiment: str | None = None) -> str:
+    path = f"{config.data_root}/{STAGES[stage].out}"
+    return path.format(experiment=experiment) if experiment is not None else path
+
+
+# --- the stages -------------------------------------------------------------------------------------------
+
+
+def _topic_files(config: PipelineConfig) -> list[str]:
+    return [relative(builtin_topics_path()) if s == "builtin" else s for s in config.topics.sources]
+
+
+def _corpus_files(config: PipelineConfig) -> list[str]:
+    return sorted({f for s in config.real_corpus.sources for p in s.paths for f in glob.glob(p, recursive=True)})
+
+
+def _stdlib_version(config: PipelineConfig) -> dict[str, str]:
+    uses_stdlib = any(s.type.startswith("python_stdlib") for s in config.real_corpus.sources)
+    return {"python": platform.python_version()} if uses_stdlib else {}
+
+
+def _synthetic(config: PipelineConfig) -> list[str]:
+    return config.synthetic_experiments()
+
+
+STAGES: dict[str, Stage] = {
+    stage.name: stage
+    for stage in [
+        Stage(
+            name="topics", module="workflow_scripts.topics", subcommand="catalog",
+            out="topics/catalog", params=("topics",),
+            code=("workflow_scripts/topics.py", "workflow_scripts/resources/topics.json"),
+            externals=_topic_files,
+        ),
+        Stage(
+            name="sample_topics", module="workflow_scripts.topics", subcommand="sample",
+            out="topics/samples/{experiment}", params=("seed", "experiments.{experiment}.synthetic.topics"),
+            code=("workflow_scripts/topics.py",),
+            inputs=lambda c, e: {"catalog": artifact(c, "topics")},
+            experiments=_synthetic,
+        ),
+        Stage(
+            name="real_corpus", module="workflow_scripts.real_corpus",
+            out="real_corpus", params=("real_corpus",),
+            code=("workflow_scripts/real_corpus.py",),
+            externals=_corpus_files, environment=_stdlib_version,
+        ),
+        Stage(
+            name="local_models", module="workflow_scripts.local_models",
+            out="models/local", params=("local_models",),
+            code=("workflow_scripts/local_models.py",),
+            inputs=lambda c, e: {"corpus": artifact(c, "real_corpus")},
+            enabled=lambda c: bool(c.local_models.models),
+        ),
+    ]
+}
+
+
+def builtin_topics_path() -> Path:
+    return PACKAGE / "resources" / "topics.json"
+
+
+def relative(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(REPO).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+# --- jobs -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    stage: str
+    experiment: str | None
+    cmd: str
+    inputs: dict[str, str]            # upstream artifacts, passed as --<name> PATH
+    deps: tuple[str, ...]             # everything DVC should hash: inputs + code + externals
+    params: tuple[str, ...]           # resolved dotted config keys
+    out: str
+    log: str
+    fingerprint: str = field(compare=False)
+
+    @property
+    def name(self) -> str:
+        return job_name(self.stage, self.experiment)
+
+
+def job_name(stage: str, experiment: str | None) -> str:
+    """``stage`` or ``stage--experiment``: also the DVC stage name (DVC reserves ``@`` for foreach)."""
+    return stage if experiment is None else f"{stage}--{experiment}"
+
+
+def param_keys(stage: Stage, experiment: str | None) -> tuple[str, ...]:
+    return tuple(key.format(experiment=experiment) for key in stage.params)
+
+
+def stage_params(config: PipelineConfig, stage: str, experiment: str | None = None) -> dict:
+    """The exact config values a stage reads: what its manifest records and its fingerprint hashes."""
+    return {key: lookup(config, key) for key in param_keys(STAGES[stage], experiment)}
+
+
+def log_path(stage: Stage, experiment: str | None) -> str:
+    return f"logs/{stage.name}.log" if experiment is None else f"logs/{stage.name}/{experiment}.log"
+
+
+def command(stage: Stage, config_file: str, experiment: str, inputs: dict[str, str], out: str, log: str) -> str:
+    """The stage's command line; the arguments are inserted verbatim (Snakemake passes placeholders)."""
+    words = [PYTHON, "-m", stage.module] + ([stage.subcommand] if stage.subcommand else [])
+    words += ["--config", config_file]
+    if stage.per_experiment:
+        words += ["--experiment", experiment]
+    for name, path in inputs.items():
+        words += [f"--{name.replace('_', '-')}", path]
+    words += ["--out", out, "--log-file", log]
+    return " ".join(words)
+
+
+@cache
+def code_hash(paths: tuple[str, ...]) -> str:
+    return hash_value([(p, hash_path(REPO / p)) for p in paths])
+
+
+def external_hash(paths: list[str]) -> str:
+    return hash_value([(p, hash_path(Path(p)) if Path(p).exists() else "missing") for p in paths])
+
+
+def plan(config: PipelineConfig, config_file: str = "params.yaml") -> list[Job]:
+    """Every job of the pipeline for this configuration, upstream jobs first."""
+    jobs: list[Job] = []
+    fingerprints: dict[str, str] = {}
+    for stage in STAGES.values():
+        if not stage.enabled(config):
+            continue
+        for experiment in stage.experiments(config) if stage.experiments else [None]:
+            inputs = stage.inputs(config, experiment)
+            out = artifact(config, stage.name, experiment)
+            log = log_path(stage, experiment)
+            externals = stage.externals(config)
+            upstream = sorted(fingerprints[path] for path in inputs.values())
+            fingerprint = hash_value({
+                "stage": stage.name, "params": stage_params(config, stage.name, experiment),
+                "code": code_hash(stage.code), "externals": external_hash(externals),
+                "environment": stage.environment(config), "upstream": upstream,
+            })
+            fingerprints[out] = fingerprint
+            jobs.append(Job(
+                stage=stage.name, experiment=experiment,
+                cmd=command(stage, shlex.quote(config_file), experiment or "", inputs, out, log),
+                inputs=inputs, deps=tuple(dict.fromkeys([*inputs.values(), *stage.code, *externals])),
+                params=param_keys(stage, experiment), out=out, log=log, fingerprint=fingerprint,
+            ))
+    return jobs
+
+
+def job_identity(config: PipelineConfig, stage: str, experiment: str | None = None) -> dict:
+    """What a stage passes to ``build_artifact``: its resolved params and its fingerprint in the plan."""
+    name = job_name(stage, experiment)
+    job = next((j for j in plan(config) if j.name == name), None)
+    if job is None:
+        raise KeyError(f"no job {name!r} in the plan of this configuration")
+    return {"params": stage_params(config, stage, experiment), "fingerprint": job.fingerprint,
+            "stage": stage, "experiment": experiment, "code_files": [REPO / p for p in STAGES[stage].code]}
