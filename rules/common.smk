@@ -1,5 +1,4 @@
 # Shared set-up: validate the configuration once, plan every job, and give the rules their fields.
-import json
 import os
 import re
 import sys
@@ -31,21 +30,19 @@ def _job(stage, wildcards):
     return JOBS[pipeline.job_name(stage, experiment)]
 
 
-def fingerprint_stamp(job):
-    """A file that is older than any output unless the job's artifact was built from another plan.
+def stale_stamp(job, current):
+    """An input file dated now when the job's existing artifact is stale, else dated 1970.
 
-    Rebuild decisions come from fingerprints, not mtimes (inputs are ancient()). Snakemake compares
-    the fingerprint param with its own metadata; that metadata is missing in a fresh clone after
-    `dvc pull`, so the artifact's manifest (which records the fingerprint it was built with) is
-    checked too: a stale artifact gets a stamp dated now, which makes Snakemake rerun the job.
+    Rebuild decisions come from the artifacts themselves (pipeline.artifact_is_current: the manifest's
+    fingerprint and input content ids), not from mtimes, because DVC does not keep mtimes when it
+    checks files out. A current artifact gets ancient() inputs; a stale one gets plain inputs (so
+    Snakemake also reruns its dependents) and this stamp dated now (so Snakemake reruns it).
     """
     stamp = Path(".snakemake", "fingerprints", f"{job.name}.txt")
-    manifest = Path(job.out, "manifest.json")
-    stale = manifest.is_file() and json.loads(manifest.read_text()).get("fingerprint") != job.fingerprint
     if not stamp.is_file() or stamp.read_text() != job.fingerprint:
         stamp.parent.mkdir(parents=True, exist_ok=True)
         stamp.write_text(job.fingerprint)
-    moment = time.time() if stale else 0
+    moment = 0 if current or not Path(job.out).exists() else time.time()
     os.utime(stamp, (moment, moment))
     return stamp.as_posix()
 
@@ -55,18 +52,16 @@ def stage_input(stage):
 
     def inputs(wildcards):
         job = _job(stage, wildcards)
+        current = pipeline.artifact_is_current(job)
         files = {**job.inputs, "code": list(spec.code), "external": list(spec.externals(CFG))}
-        return {**{name: ancient(paths) for name, paths in files.items()}, "fingerprint": fingerprint_stamp(job)}
+        files = {name: ancient(paths) if current else paths for name, paths in files.items()}
+        return {**files, "stamp": stale_stamp(job, current)}
 
     return inputs
 
 
 def stage_output(stage):
     return directory(pipeline.artifact(CFG, stage, "{experiment}"))
-
-
-def stage_fingerprint(stage):
-    return lambda wildcards: _job(stage, wildcards).fingerprint
 
 
 def stage_log(stage):

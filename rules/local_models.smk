@@ -6,8 +6,6 @@ rule local_models:
         unpack(stage_input("local_models")),
     output:
         stage_output("local_models"),
-    params:
-        fingerprint=stage_fingerprint("local_models"),
     log:
         stage_log("local_models"),
     conda:

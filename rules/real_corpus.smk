@@ -6,8 +6,6 @@ rule real_corpus:
         unpack(stage_input("real_corpus")),
     output:
         stage_output("real_corpus"),
-    params:
-        fingerprint=stage_fingerprint("real_corpus"),
     log:
         stage_log("real_corpus"),
     conda:

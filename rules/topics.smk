@@ -6,8 +6,6 @@ rule topics:
         unpack(stage_input("topics")),
     output:
         stage_output("topics"),
-    params:
-        fingerprint=stage_fingerprint("topics"),
     log:
         stage_log("topics"),
     conda:
@@ -21,8 +19,6 @@ rule sample_topics:
         unpack(stage_input("sample_topics")),
     output:
         stage_output("sample_topics"),
-    params:
-        fingerprint=stage_fingerprint("sample_topics"),
     log:
         stage_log("sample_topics"),
     conda:

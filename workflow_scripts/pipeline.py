@@ -22,6 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Callable
 
+from workflow_scripts.core.artifacts import MANIFEST, ArtifactError, input_hash, read_manifest
 from workflow_scripts.core.config import PipelineConfig, lookup
 from workflow_scripts.core.hashing import hash_path, hash_value
 
@@ -215,3 +216,22 @@ def job_identity(config: PipelineConfig, stage: str, experiment: str | None = No
         raise KeyError(f"no job {name!r} in the plan of this configuration")
     return {"params": stage_params(config, stage, experiment), "fingerprint": job.fingerprint,
             "stage": stage, "experiment": experiment, "code_files": [REPO / p for p in STAGES[stage].code]}
+
+
+def artifact_is_current(job: Job) -> bool:
+    """Whether the job's artifact was built from this plan and from its inputs' present content.
+
+    True when its manifest records the job's fingerprint and, for every upstream artifact, the content
+    id that artifact has now. Reads manifests only (no data hashing), so Snakemake can ask it for every
+    job at every start.
+    """
+    try:
+        manifest = read_manifest(job.out)
+    except (ArtifactError, ValueError):
+        return False
+    if manifest.fingerprint != job.fingerprint:
+        return False
+    for name, path in job.inputs.items():
+        if not (Path(path) / MANIFEST).is_file() or manifest.inputs.get(name) != input_hash(Path(path)):
+            return False
+    return True

@@ -111,7 +111,7 @@ def build_artifact(
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir)
-    input_hashes = {name: hash_path(Path(p)) for name, p in sorted(inputs.items())}
+    input_hashes = {name: input_hash(Path(p)) for name, p in sorted(inputs.items())}
     tmp = out_dir.parent / f"{TMP_PREFIX}{out_dir.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     builder = ArtifactBuilder(tmp)
@@ -142,6 +142,18 @@ def build_artifact(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def content_id(artifact: Path | str) -> str:
+    """Hash of an artifact's files as its manifest lists them: the artifact's content address."""
+    return hash_value(read_manifest(artifact).files)
+
+
+def input_hash(path: Path) -> str:
+    """Content hash of an input: an artifact's content id (cheap: read from its manifest) or a file hash."""
+    if (path / MANIFEST).is_file():
+        return "artifact:" + content_id(path)
+    return hash_path(path)
 
 
 def read_manifest(artifact: Path | str, stage: str | None = None) -> Manifest:

@@ -1,0 +1,48 @@
+"""Snakemake and DVC run the same jobs: same commands, dependencies (code included) and outputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.project import REPO, copy_project, snakemake_job_specs
+from workflow_scripts.core.config import load_config
+from workflow_scripts.dvc_yaml import render
+from workflow_scripts.pipeline import plan
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return copy_project(tmp_path_factory.mktemp("project"))
+
+
+def test_committed_dvc_yaml_is_generated_from_the_plan():
+    assert (REPO / "dvc.yaml").read_text() == render("params.yaml"), (
+        "dvc.yaml drifted from workflow_scripts/pipeline.py: run `python -m workflow_scripts.dvc_yaml`"
+    )
+
+
+def test_snakemake_jobs_match_dvc_stages(project):
+    import yaml
+
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    jobs = snakemake_job_specs(project)
+    assert set(jobs) == set(stages)
+    for name, stage in stages.items():
+        job = jobs[name]
+        assert job["shell"] == stage["cmd"], name
+        assert [job["output"]] == stage["outs"], name
+        snakemake_inputs = {i for i in job["inputs"] if not i.startswith(".snakemake/fingerprints/")}
+        assert snakemake_inputs == set(stage["deps"]), name
+
+
+def test_every_stage_depends_on_its_own_code():
+    for job in plan(load_config(REPO / "params.yaml")):
+        module_file = job.cmd.split(" -m ")[1].split()[0].replace(".", "/")
+        assert any(dep == f"{module_file}.py" or dep == module_file for dep in job.deps), job.name
+
+
+def test_paper_config_renders_dvc_stages_reading_its_own_params():
+    text = render("configs/paper.yaml")
+    assert "configs/paper.yaml:" in text
+    assert "--config configs/paper.yaml" in text
+    assert "data/paper/topics/samples/t300k_g20" in text

@@ -1,0 +1,132 @@
+"""End to end: both front-ends build the default, rerun nothing twice, and rerun exactly what an edit touches.
+
+These run the whole default pipeline (minutes); they are marked slow and still run in CI.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.project import (
+    copy_project, dvc_planned_stages, edit_yaml_text, run, snakemake_planned_jobs,
+)
+
+pytestmark = pytest.mark.slow
+
+ONE_EXPERIMENT_TOPICS = (
+    "topics: 8, generations_per_topic: 2, template: topic,", "topics: 9, generations_per_topic: 2, template: topic,"
+)
+SHARED_CORPUS_PARAM = ("max_chars: 1500000", "max_chars: 1400000")
+LAST_STAGE_ONLY_PARAM = ("num_attention_heads: 2, seed: 3}", "num_attention_heads: 2, seed: 4}")
+
+# edit -> (the jobs Snakemake plans, the stages a DVC dry run lists). DVC decides about a downstream
+# stage only once its upstream has run and changed content, so its dry run lists the stages whose own
+# dependencies changed; test_dvc_reruns_the_same_jobs_as_snakemake runs one edit for real.
+EXPECTED_RERUNS = {
+    "one experiment's topic count": (
+        ONE_EXPERIMENT_TOPICS, {"sample_topics--topic_t8_g2"}, {"sample_topics--topic_t8_g2"}),
+    "a shared corpus parameter": (
+        SHARED_CORPUS_PARAM, {"real_corpus", "local_models"}, {"real_corpus"}),
+    "a parameter only the last stage reads": (
+        LAST_STAGE_ONLY_PARAM, {"local_models"}, {"local_models"}),
+}
+
+
+@pytest.fixture(scope="module")
+def snakemake_build(tmp_path_factory) -> Path:
+    project = copy_project(tmp_path_factory.mktemp("snakemake"))
+    run(project, "snakemake", "--cores", "2")
+    return project
+
+
+@pytest.fixture(scope="module")
+def dvc_build(tmp_path_factory) -> Path:
+    project = copy_project(tmp_path_factory.mktemp("dvc"))
+    run(project, "dvc", "repro")
+    return project
+
+
+def _artifact_files(project: Path) -> dict[str, dict[str, str]]:
+    return {manifest.parent.relative_to(project).as_posix(): json.loads(manifest.read_text())["files"]
+            for manifest in sorted((project / "data").rglob("manifest.json"))}
+
+
+def test_snakemake_second_run_is_a_no_op(snakemake_build):
+    assert snakemake_planned_jobs(snakemake_build) == set()
+    assert "Nothing to be done" in run(snakemake_build, "snakemake", "--cores", "2").stderr
+
+
+def test_dvc_second_run_is_a_no_op(dvc_build):
+    assert "Data and pipelines are up to date" in run(dvc_build, "dvc", "status").stdout
+    assert dvc_planned_stages(dvc_build) == set()
+
+
+def test_both_front_ends_build_the_same_artifacts(snakemake_build, dvc_build):
+    assert _artifact_files(snakemake_build) == _artifact_files(dvc_build)
+
+
+@pytest.mark.parametrize("edit", list(EXPECTED_RERUNS))
+def test_an_edit_reruns_exactly_the_dependent_jobs(snakemake_build, dvc_build, edit):
+    (old, new), by_snakemake, by_dvc_dry_run = EXPECTED_RERUNS[edit]
+    for project, planned, expected in ((snakemake_build, snakemake_planned_jobs, by_snakemake),
+                                       (dvc_build, dvc_planned_stages, by_dvc_dry_run)):
+        params = project / "params.yaml"
+        original = params.read_text()
+        try:
+            edit_yaml_text(params, old, new)
+            assert planned(project) == expected, f"{edit} in {project.name}"
+        finally:
+            params.write_text(original)
+
+
+def test_dvc_reruns_the_same_jobs_as_snakemake(dvc_build, tmp_path):
+    project = tmp_path / "copy"
+    shutil.copytree(dvc_build, project, symlinks=True)
+    (old, new), by_snakemake, _ = EXPECTED_RERUNS["a shared corpus parameter"]
+    edit_yaml_text(project / "params.yaml", old, new)
+    output = run(project, "dvc", "repro").stdout
+    assert set(re.findall(r"Running stage '([^']+)'", output)) == by_snakemake
+
+
+def test_editing_a_stage_s_code_reruns_that_stage_and_its_dependents(snakemake_build):
+    code = snakemake_build / "workflow_scripts" / "real_corpus.py"
+    original = code.read_text()
+    try:
+        code.write_text(original + "\n# a change\n")
+        assert snakemake_planned_jobs(snakemake_build) == {"real_corpus", "local_models"}
+    finally:
+        code.write_text(original)
+
+
+def test_share_through_a_dvc_remote_then_fresh_clone_has_nothing_to_do(dvc_build, tmp_path):
+    remote = tmp_path / "remote"
+    run(dvc_build, "dvc", "remote", "add", "-d", "shared", str(remote))
+    run(dvc_build, "git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
+    run(dvc_build, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "results")
+    run(dvc_build, "dvc", "push")
+
+    clone = tmp_path / "clone"
+    run(tmp_path, "git", "clone", "-q", str(dvc_build), str(clone))
+    run(clone, "dvc", "config", "--local", "core.site_cache_dir", str(clone / ".cache" / "dvc-site"))
+    run(clone, "dvc", "pull")
+    assert "Data and pipelines are up to date" in run(clone, "dvc", "status").stdout
+    assert snakemake_planned_jobs(clone) == set()
+    assert _artifact_files(clone) == _artifact_files(dvc_build)
+    # Snakemake has no metadata in the clone; an edit must still rerun what it touches.
+    edit_yaml_text(clone / "params.yaml", *ONE_EXPERIMENT_TOPICS)
+    assert snakemake_planned_jobs(clone) == {"sample_topics--topic_t8_g2"}
+
+
+def test_caches_stay_inside_the_project(snakemake_build):
+    for outside in (Path("/var/tmp/dvc"),):
+        if outside.exists():
+            shutil.rmtree(outside, ignore_errors=True)
+    run(snakemake_build, "dvc", "status")
+    run(snakemake_build, "snakemake", "-n")
+    assert (snakemake_build / ".cache" / "snakemake").is_dir()
+    assert not Path("/var/tmp/dvc").exists()
