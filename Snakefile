@@ -14,6 +14,8 @@ include: "rules/common.smk"
 include: "rules/topics.smk"
 include: "rules/real_corpus.smk"
 include: "rules/local_models.smk"
+include: "rules/generate.smk"
+include: "rules/diversity.smk"
 
 
 rule all:

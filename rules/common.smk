@@ -7,6 +7,8 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 
+from snakemake.exceptions import WorkflowError
+
 from workflow_scripts import pipeline
 from workflow_scripts.core.config import load_config
 
@@ -19,6 +21,12 @@ CONFIG_FILE = (
 )
 CFG = load_config(CONFIG_FILE)
 JOBS = {job.name: job for job in pipeline.plan(CFG, CONFIG_FILE)}
+
+_unknown = sorted(set(CFG.resources.stages) - set(pipeline.STAGES))
+if _unknown:
+    raise WorkflowError(
+        f"{CONFIG_FILE}: resources.stages names unknown stages {_unknown} (known: {sorted(pipeline.STAGES)})"
+    )
 
 
 wildcard_constraints:
@@ -69,10 +77,19 @@ def stage_log(stage):
     return pipeline.log_path(spec, "{experiment}" if spec.per_experiment else None)
 
 
-def stage_shell(stage):
-    spec = pipeline.STAGES[stage]
-    names = spec.inputs(CFG, "{experiment}")
-    return pipeline.command(
-        spec, CONFIG_FILE, "{wildcards.experiment}",
-        {name: f"{{input.{name}}}" for name in names}, "{output}", "{log}",
-    )
+def stage_command(stage):
+    """The job's command, exactly as the plan (and dvc.yaml) has it."""
+    return lambda wildcards: _job(stage, wildcards).cmd
+
+
+def stage_threads(stage):
+    return CFG.resources.for_stage(stage).cpus
+
+
+def stage_resources(stage):
+    """Snakemake resources of a stage's jobs; `gpu` becomes `sbatch --gpus=N` under the SLURM executor."""
+    r = CFG.resources.for_stage(stage)
+    resources = {"mem_mb": r.mem_mb, "runtime": r.runtime, "nproc": r.nproc}
+    if r.gpus:
+        resources["gpu"] = r.gpus
+    return resources

@@ -6,9 +6,14 @@ rule local_models:
         unpack(stage_input("local_models")),
     output:
         stage_output("local_models"),
+    params:
+        command=stage_command("local_models"),
     log:
         stage_log("local_models"),
+    threads: stage_threads("local_models")
+    resources:
+        **stage_resources("local_models"),
     conda:
         "../envs/cpu.yaml"
     shell:
-        stage_shell("local_models")
+        "{params.command}"

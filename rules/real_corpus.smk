@@ -6,9 +6,14 @@ rule real_corpus:
         unpack(stage_input("real_corpus")),
     output:
         stage_output("real_corpus"),
+    params:
+        command=stage_command("real_corpus"),
     log:
         stage_log("real_corpus"),
+    threads: stage_threads("real_corpus")
+    resources:
+        **stage_resources("real_corpus"),
     conda:
         "../envs/cpu.yaml"
     shell:
-        stage_shell("real_corpus")
+        "{params.command}"

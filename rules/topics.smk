@@ -6,12 +6,17 @@ rule topics:
         unpack(stage_input("topics")),
     output:
         stage_output("topics"),
+    params:
+        command=stage_command("topics"),
     log:
         stage_log("topics"),
+    threads: stage_threads("topics")
+    resources:
+        **stage_resources("topics"),
     conda:
         "../envs/cpu.yaml"
     shell:
-        stage_shell("topics")
+        "{params.command}"
 
 
 rule sample_topics:
@@ -19,9 +24,14 @@ rule sample_topics:
         unpack(stage_input("sample_topics")),
     output:
         stage_output("sample_topics"),
+    params:
+        command=stage_command("sample_topics"),
     log:
         stage_log("sample_topics"),
+    threads: stage_threads("sample_topics")
+    resources:
+        **stage_resources("sample_topics"),
     conda:
         "../envs/cpu.yaml"
     shell:
-        stage_shell("sample_topics")
+        "{params.command}"

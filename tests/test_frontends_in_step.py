@@ -37,8 +37,10 @@ def test_snakemake_jobs_match_dvc_stages(project):
 
 def test_every_stage_depends_on_its_own_code():
     for job in plan(load_config(REPO / "params.yaml")):
-        module_file = job.cmd.split(" -m ")[1].split()[0].replace(".", "/")
-        assert any(dep == f"{module_file}.py" or dep == module_file for dep in job.deps), job.name
+        module = job.cmd.split(" -m ")[1].split()[0].replace(".", "/")
+        module_file = f"{module}.py" if (REPO / f"{module}.py").is_file() else f"{module}/__main__.py"
+        assert (REPO / module_file).is_file(), module_file
+        assert any(module_file == dep or module_file.startswith(dep + "/") for dep in job.deps), job.name
 
 
 def test_paper_config_renders_dvc_stages_reading_its_own_params():

@@ -28,11 +28,32 @@ HEADER = (
 log = logging.getLogger(__name__)
 
 
+def present_key(raw: dict, dotted: str) -> str | None:
+    """``dotted`` if the file spells it out, else its deepest ancestor that it does (None: none).
+
+    DVC refuses param keys missing from the file; a key left to its schema default is tracked through
+    the nearest section the file does write (a conservative superset).
+    """
+    node, found = raw, []
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            break
+        node = node[part]
+        found.append(part)
+    return ".".join(found) or None
+
+
+def dvc_params(raw: dict, keys: tuple[str, ...]) -> list[str]:
+    return list(dict.fromkeys(k for k in (present_key(raw, key) for key in keys) if k))
+
+
 def render(config_file: str) -> str:
     config = load_config(config_file)
+    raw = yaml.safe_load(Path(config_file).read_text())
     stages = {}
     for job in plan(config, config_file):
-        params = list(job.params) if config_file == "params.yaml" else [{config_file: list(job.params)}]
+        keys = dvc_params(raw, job.params)
+        params = keys if config_file == "params.yaml" else [{config_file: keys}]
         stages[job.name] = {
             "cmd": job.cmd,
             "deps": list(job.deps),

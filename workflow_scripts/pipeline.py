@@ -38,7 +38,8 @@ class Stage:
     name: str
     module: str                       # run as ``python -m <module> <subcommand>``
     out: str                          # artifact directory under data_root; may contain {experiment}
-    params: tuple[str, ...]           # dotted config keys the stage reads; may contain {experiment}
+    params: tuple[str, ...] | Callable[[PipelineConfig, str | None], tuple[str, ...]]
+    # ^ dotted config keys the stage reads; may contain {experiment}, or a function giving them
     code: tuple[str, ...]             # source files or packages, relative to the repository
     subcommand: str = ""
     inputs: Callable[[PipelineConfig, str | None], dict[str, str]] = lambda c, e: {}
@@ -46,6 +47,7 @@ class Stage:
     externals: Callable[[PipelineConfig], list[str]] = lambda c: []    # files read from outside data_root
     environment: Callable[[PipelineConfig], dict[str, str]] = lambda c: {}  # facts outside config and files
     enabled: Callable[[PipelineConfig], bool] = lambda c: True
+    options: Callable[[PipelineConfig], dict[str, str]] = lambda c: {}  # arguments that are not dependencies
 
     @property
     def per_experiment(self) -> bool:
@@ -77,6 +79,35 @@ def _synthetic(config: PipelineConfig) -> list[str]:
     return config.synthetic_experiments()
 
 
+def _generator_keys(config: PipelineConfig, experiment: str | None) -> tuple[str, ...]:
+    from workflow_scripts.generate.config import resolve_param_keys
+
+    return tuple(resolve_param_keys(config, experiment))
+
+
+def _diversity_keys(config: PipelineConfig, experiment: str | None) -> tuple[str, ...]:
+    from workflow_scripts.diversity.config import resolve_param_keys
+
+    return tuple(resolve_param_keys(config.diversity))
+
+
+def _diversity_inputs(config: PipelineConfig, experiment: str | None) -> dict[str, str]:
+    inputs = {"generations": artifact(config, "generate", experiment)}
+    roles = config.diversity.model_names().values()
+    if any(config.models[name].local is not None for name in roles) or \
+            config.diversity.lexical.tokenizer.startswith("local:"):
+        inputs["models"] = artifact(config, "local_models")
+    return inputs
+
+
+def _generate_inputs(config: PipelineConfig, experiment: str | None) -> dict[str, str]:
+    inputs = {"topics": artifact(config, "sample_topics", experiment)}
+    generator = config.models[config.experiments[experiment].synthetic.generator]
+    if generator.local is not None:
+        inputs["models"] = artifact(config, "local_models")
+    return inputs
+
+
 STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in [
@@ -105,6 +136,29 @@ STAGES: dict[str, Stage] = {
             code=("workflow_scripts/local_models.py",),
             inputs=lambda c, e: {"corpus": artifact(c, "real_corpus")},
             enabled=lambda c: bool(c.local_models.models),
+        ),
+        Stage(
+            name="generate", module="workflow_scripts.generate",
+            out="generations/{experiment}", params=_generator_keys,
+            code=("workflow_scripts/generate", "workflow_scripts/resources/personas.jsonl"),
+            inputs=_generate_inputs, experiments=_synthetic,
+            # The request cache is shared by all experiments and outlives any one artifact: not an output.
+            options=lambda c: {"cache": f"{c.data_root}/llm_cache"},
+        ),
+        Stage(
+            name="diversity", module="workflow_scripts.diversity.stage",
+            out="diversity/{experiment}", params=_diversity_keys,
+            code=("workflow_scripts/diversity", "workflow_scripts/generate/llm.py", "workflow_scripts/generate/cache.py",
+                  "workflow_scripts/generate/config.py", "workflow_scripts/generate/backends"),
+            inputs=_diversity_inputs, experiments=_synthetic,
+            options=lambda c: {"cache": f"{c.data_root}/llm_cache"},
+        ),
+        Stage(
+            name="diversity_summary", module="workflow_scripts.diversity.summary",
+            out="diversity/summary", params=(),
+            code=("workflow_scripts/diversity/summary.py",),
+            inputs=lambda c, e: {f"diversity_{x}": artifact(c, "diversity", x) for x in _synthetic(c)},
+            enabled=lambda c: bool(_synthetic(c)),
         ),
     ]
 }
@@ -146,27 +200,29 @@ def job_name(stage: str, experiment: str | None) -> str:
     return stage if experiment is None else f"{stage}--{experiment}"
 
 
-def param_keys(stage: Stage, experiment: str | None) -> tuple[str, ...]:
-    return tuple(key.format(experiment=experiment) for key in stage.params)
+def param_keys(stage: Stage, config: PipelineConfig, experiment: str | None) -> tuple[str, ...]:
+    keys = stage.params(config, experiment) if callable(stage.params) else stage.params
+    return tuple(key.format(experiment=experiment) for key in keys)
 
 
 def stage_params(config: PipelineConfig, stage: str, experiment: str | None = None) -> dict:
     """The exact config values a stage reads: what its manifest records and its fingerprint hashes."""
-    return {key: lookup(config, key) for key in param_keys(STAGES[stage], experiment)}
+    return {key: lookup(config, key) for key in param_keys(STAGES[stage], config, experiment)}
 
 
 def log_path(stage: Stage, experiment: str | None) -> str:
     return f"logs/{stage.name}.log" if experiment is None else f"logs/{stage.name}/{experiment}.log"
 
 
-def command(stage: Stage, config_file: str, experiment: str, inputs: dict[str, str], out: str, log: str) -> str:
+def command(stage: Stage, config_file: str, experiment: str, inputs: dict[str, str], out: str, log: str,
+            options: dict[str, str] | None = None) -> str:
     """The stage's command line; the arguments are inserted verbatim (Snakemake passes placeholders)."""
     words = [PYTHON, "-m", stage.module] + ([stage.subcommand] if stage.subcommand else [])
     words += ["--config", config_file]
     if stage.per_experiment:
         words += ["--experiment", experiment]
-    for name, path in inputs.items():
-        words += [f"--{name.replace('_', '-')}", path]
+    for name, value in {**inputs, **(options or {})}.items():
+        words += [f"--{name.replace('_', '-')}", value]
     words += ["--out", out, "--log-file", log]
     return " ".join(words)
 
@@ -201,9 +257,10 @@ def plan(config: PipelineConfig, config_file: str = "params.yaml") -> list[Job]:
             fingerprints[out] = fingerprint
             jobs.append(Job(
                 stage=stage.name, experiment=experiment,
-                cmd=command(stage, shlex.quote(config_file), experiment or "", inputs, out, log),
+                cmd=command(stage, shlex.quote(config_file), experiment or "", inputs, out, log,
+                            stage.options(config)),
                 inputs=inputs, deps=tuple(dict.fromkeys([*inputs.values(), *stage.code, *externals])),
-                params=param_keys(stage, experiment), out=out, log=log, fingerprint=fingerprint,
+                params=param_keys(stage, config, experiment), out=out, log=log, fingerprint=fingerprint,
             ))
     return jobs
 

@@ -9,24 +9,22 @@ stage module) and are assembled here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)]
-# Experiment names become Snakemake wildcards and DVC stage names (`stage--experiment`): no dots, no "--".
-ExperimentName = Annotated[str, Field(pattern=r"^[A-Za-z0-9]+(?:[_-][A-Za-z0-9]+)*$", max_length=80)]
+from workflow_scripts.core.schema import ExperimentName, Name, Section
+from workflow_scripts.diversity.config import DiversityConfig
+from workflow_scripts.diversity.config import check_references as check_diversity_references
+from workflow_scripts.generate.config import GenerationConfig
+
 TEMPLATES = ("topic", "topic_styles", "topic_styles_persona", "multi_topic_styles_persona")
 KINDS = ("web", "code", "math")
 
 
 class ConfigError(ValueError):
     """A configuration file is invalid; the message lists every problem with its key path."""
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --- models -----------------------------------------------------------------------------------------------
@@ -158,6 +156,45 @@ class ExperimentSpec(Section):
     synthetic: SyntheticSpec | None = Field(None, description="absent for a real-data-only baseline")
 
 
+# --- resources --------------------------------------------------------------------------------------------
+
+
+class StageResources(Section):
+    """What one job of a stage asks of the machine it runs on (the local scheduler or SLURM)."""
+
+    cpus: int = Field(1, ge=1, description="CPU cores per job: the rule's threads (sbatch --cpus-per-task)")
+    mem_mb: int = Field(4000, gt=0, description="memory per job in MB (sbatch --mem)")
+    runtime: int = Field(120, gt=0, description="wall-clock limit per job in minutes (sbatch -t)")
+    gpus: int = Field(0, ge=0, description="GPUs per job (Snakemake resource gpu=N -> sbatch --gpus=N)")
+    nproc: int = Field(1, ge=1, description="processes torchrun starts in the job (pre-training)")
+
+
+class ResourcesConfig(Section):
+    """Per-stage job resources. Scheduling only: not part of any fingerprint (except torchrun's nproc)."""
+
+    default: StageResources = StageResources()
+    stages: dict[str, StageResources] = Field({}, description="per stage, only the keys that differ")
+
+    def for_stage(self, stage: str) -> StageResources:
+        override = self.stages.get(stage)
+        if override is None:
+            return self.default
+        return StageResources(**(self.default.model_dump() | override.model_dump(exclude_unset=True)))
+
+    @model_validator(mode="after")
+    def _processes_fit(self) -> "ResourcesConfig":
+        for name in ["default", *self.stages]:
+            resources = self.for_stage(name) if name != "default" else self.default
+            where = "resources.default" if name == "default" else f"resources.stages.{name}"
+            if resources.gpus and resources.nproc > resources.gpus:
+                raise ValueError(f"{where}: nproc ({resources.nproc}) exceeds gpus ({resources.gpus}); "
+                                 "torchrun starts one process per GPU")
+            if not resources.gpus and resources.nproc > resources.cpus:
+                raise ValueError(f"{where}: nproc ({resources.nproc}) exceeds cpus ({resources.cpus}); "
+                                 "give each process a core")
+        return self
+
+
 # --- root -------------------------------------------------------------------------------------------------
 
 
@@ -168,6 +205,9 @@ class PipelineConfig(Section):
     local_models: LocalModelsConfig = LocalModelsConfig()
     topics: TopicsConfig = TopicsConfig()
     real_corpus: RealCorpusConfig
+    generate: GenerationConfig = GenerationConfig()
+    diversity: DiversityConfig = DiversityConfig()
+    resources: ResourcesConfig = ResourcesConfig()
     experiments: dict[ExperimentName, ExperimentSpec] = Field(..., min_length=1)
 
     @model_validator(mode="after")
@@ -184,6 +224,10 @@ class PipelineConfig(Section):
                     f"experiments.{name}.synthetic.generator: {exp.synthetic.generator!r} is not in "
                     f"'models' (known: {sorted(self.models)})"
                 )
+        unknown = sorted(set(self.generate.models) - set(self.models))
+        if unknown:
+            raise ValueError(f"generate.models: {unknown} are not in 'models' (known: {sorted(self.models)})")
+        check_diversity_references(self.diversity, self.models)
         return self
 
     def synthetic_experiments(self) -> list[str]:

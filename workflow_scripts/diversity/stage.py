@@ -1,0 +1,195 @@
+"""Stage: diversity scores of one experiment's synthetic generations (Cluster-agent + baselines).
+
+Reads the generation artifact's Parquet shards (column ``diversity.text_field``), computes every metric
+of ``diversity.metrics`` with the bootstrap over ``diversity.bootstrap.seeds`` and writes one artifact:
+
+- ``scores.json``: metric -> {"value": mean over seeds, "details": {"std", "per_seed", ...}};
+- ``cluster_rounds.parquet``: the Cluster-agent's raw records, one row per (seed, round): sample ids,
+  every cluster with members, uniqueness reasoning, metadata, scores, validity and the verifier's
+  reasoning, and the criteria header (empty table when the metric is off). Recompute D under any
+  convention with ``cluster_agent.score.score_records`` - no LLM calls;
+- ``cluster_criteria.json``: per seed, the stage 1-3 outputs (raw rounds, gathered items, sentences).
+
+Models named in the config come from the ``models`` registry; ``local: NAME`` ones from ``--models``.
+Judge requests go through the shared content-addressed request cache (``--cache``): a rerun, or a
+larger N, pays only for rounds not yet answered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from workflow_scripts.core.artifacts import InputError, build_artifact, read_manifest
+from workflow_scripts.core.cli import add_common_arguments, run_main
+from workflow_scripts.core.config import ConfigError, PipelineConfig, load_config, lookup, parse_config
+from workflow_scripts.diversity.config import PARAM_KEYS, DiversityConfig, check_references, diversity_config
+
+log = logging.getLogger(__name__)
+
+STAGE = "diversity"
+GENERATION_STAGE = "generate"
+PACKAGE = Path(__file__).resolve().parent
+
+
+def code_files() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def load_stage_config(path: Path, experiment: str | None = None) -> tuple[PipelineConfig, DiversityConfig]:
+    """The pipeline config and its diversity section (read from the YAML while core does not declare it)."""
+    if "diversity" in PipelineConfig.model_fields:
+        config = load_config(path)
+        raw = None
+    else:
+        if not Path(path).is_file():
+            raise ConfigError(f"configuration file {path} does not exist")
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        rest = {k: v for k, v in raw.items() if k != "diversity"} if isinstance(raw, dict) else raw
+        config = parse_config(rest, str(path))
+    try:
+        section = diversity_config(config, raw)
+        check_references(section, config.models)
+    except ValueError as error:
+        raise ConfigError(f"invalid configuration {path}: diversity: {error}") from None
+    if experiment is not None and experiment not in config.experiments:
+        raise ConfigError(f"{path}: experiment {experiment!r} is not in the grid "
+                          f"(known: {sorted(config.experiments)})")
+    return config, section
+
+
+def stage_params(config: PipelineConfig, section: DiversityConfig) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for key in PARAM_KEYS:
+        params[key] = section.model_dump(mode="json") if key == "diversity" else lookup(config, key)
+    return params
+
+
+def identity(config: PipelineConfig, section: DiversityConfig, experiment: str | None) -> dict[str, Any]:
+    """build_artifact's identity: the pipeline plan's when the stage is wired there, else our own."""
+    try:
+        from workflow_scripts.pipeline import job_identity
+
+        return job_identity(config, STAGE, experiment)
+    except (KeyError, AttributeError, ImportError):
+        return {"params": stage_params(config, section), "stage": STAGE, "experiment": experiment,
+                "code_files": code_files()}
+
+
+def generation_shards(directory: Path, text_field: str) -> list[Path]:
+    """The generation artifact's Parquet files that carry the text column, in path order."""
+    import pyarrow.parquet as pq
+
+    manifest = read_manifest(directory, stage=GENERATION_STAGE)
+    listed = manifest.info.get("shards")
+    if listed:  # the generation stage lists its shards; other Parquet files there are not text
+        shards = [directory / name for name in listed]
+        missing = [s for s in shards if not s.is_file()]
+        if missing:
+            raise InputError(f"{directory}: shard {missing[0].name} listed in the manifest is missing")
+    else:
+        shards = sorted(directory.rglob("*.parquet"))
+    shards = [f for f in shards if text_field in pq.ParquetFile(f).schema_arrow.names]
+    if not shards:
+        raise InputError(f"{directory}: no Parquet shard with a {text_field!r} column")
+    return shards
+
+
+def resources(config: PipelineConfig, section: DiversityConfig, models_dir: Path | None, cache_dir: Path):
+    from workflow_scripts.diversity.scoring import Resources
+    from workflow_scripts.generate.llm import resolve_model_source
+
+    tokenizer = section.lexical.tokenizer
+    if tokenizer.startswith("local:"):
+        if models_dir is None:
+            raise FileNotFoundError(f"diversity.lexical.tokenizer {tokenizer!r} needs --models DIR")
+        tokenizer = str(models_dir / tokenizer.removeprefix("local:"))
+    names = section.model_names()
+    out = Resources(tokenizer=tokenizer)
+    for role in ("scorer", "reference"):
+        if role in names:
+            setattr(out, role, (names[role], resolve_model_source(config.models[names[role]], models_dir)))
+    if "judge" in names:
+        spec = config.models[names["judge"]]
+
+        def judge():
+            from workflow_scripts.generate.cache import CachedBackend, RequestCache
+            from workflow_scripts.generate.llm import LazyBackend
+
+            # lazy: a rerun answered entirely from the cache never loads the judge's weights
+            backend = LazyBackend(spec, models_dir, section.cluster_agent.backend)
+            return CachedBackend(backend, RequestCache(cache_dir))
+
+        out.judge = judge
+    return out
+
+
+def write_outputs(directory: Path, report) -> None:
+    from workflow_scripts.diversity.base import finite
+    from workflow_scripts.diversity.cluster_agent.agent import RECORD_SCHEMA
+
+    import polars as pl
+
+    (directory / "scores.json").write_text(json.dumps(finite(report.scores_json()), indent=2,
+                                                      allow_nan=False) + "\n")
+    records = report.cluster_records if report.cluster_records is not None else pl.DataFrame(schema=RECORD_SCHEMA)
+    records.write_parquet(directory / "cluster_rounds.parquet")
+    (directory / "cluster_criteria.json").write_text(
+        json.dumps(finite({str(k): v for k, v in report.cluster_criteria.items()}), indent=1,
+                   ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def run(args: argparse.Namespace) -> None:
+    from workflow_scripts.diversity.corpus import Corpus
+    from workflow_scripts.diversity.scoring import score_corpus
+
+    config, section = load_stage_config(args.config, args.experiment)
+    shards = generation_shards(args.generations, section.text_field)
+    corpus = Corpus.from_files(shards, section.text_field)
+    cache_dir = args.cache or Path(config.data_root) / "cache" / "llm"
+    needed = resources(config, section, args.models, cache_dir)
+    inputs: dict[str, Path] = {"generations": args.generations}
+    if args.models is not None:
+        inputs["models"] = args.models
+    with build_artifact(args.out, inputs=inputs, **identity(config, section, args.experiment)) as artifact:
+        report = score_corpus(corpus, section, needed, progress=not args.no_progress)
+        write_outputs(artifact.path, report)
+        artifact.counts.update(documents=report.documents, metrics=len(report.metrics),
+                               cluster_rounds=0 if report.cluster_records is None else report.cluster_records.height)
+        artifact.info.update(
+            metrics=list(report.metrics), text_field=section.text_field, shards=len(shards),
+            subset_sizes={str(k): v for k, v in report.subsets.items()}, timings_s=report.timings_s,
+            cluster_agent_usage=report.cluster_usage,
+            values={name: result["value"] for name, result in report.metrics.items()},
+        )
+        for name, result in report.metrics.items():
+            log.info("%s: %.6g (std %.3g over %d seeds)", name, result["value"], result["details"]["std"],
+                     len(result["details"]["seeds"]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m workflow_scripts.diversity.stage", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser, experiment=True)
+    parser.add_argument("--generations", type=Path, required=True,
+                        help="generation artifact of the experiment (Parquet shards with the text column)")
+    parser.add_argument("--models", type=Path, default=None,
+                        help="local_models artifact (needed for models given as 'local: NAME')")
+    parser.add_argument("--cache", "--cache-dir", dest="cache", type=Path, default=None,
+                        help="shared LLM request cache directory, as for the generation stage "
+                        "(default: <data_root>/cache/llm; keep it on a local disk)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(run, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

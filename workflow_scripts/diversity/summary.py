@@ -1,0 +1,127 @@
+"""Stage: one table of every diversity metric across experiments, with bootstrap error bars.
+
+Reads the ``diversity`` artifacts given with ``--diversity DIR [DIR ...]`` (experiment names come
+from their manifests) and writes:
+
+- ``summary.parquet``: long format, one row per (experiment, metric): value (mean over seeds), std
+  (sample std over seeds), seeds, subset_size, per_seed (JSON text);
+- ``summary.md``: experiments x metrics, each cell ``mean ± std``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+
+import polars as pl
+
+from workflow_scripts.core.artifacts import ArtifactError, build_artifact, read_manifest
+from workflow_scripts.core.cli import add_common_arguments, run_main
+from workflow_scripts.diversity.config import METRICS, SUMMARY_PARAM_KEYS
+from workflow_scripts.diversity.stage import STAGE, code_files, load_stage_config
+
+log = logging.getLogger(__name__)
+
+SUMMARY_STAGE = "diversity_summary"
+SCHEMA = {"experiment": pl.String, "metric": pl.String, "value": pl.Float64, "std": pl.Float64,
+          "seeds": pl.Int64, "subset_size": pl.Int64, "per_seed": pl.String}
+
+
+def collect(artifacts: list[Path]) -> pl.DataFrame:
+    rows = []
+    seen: dict[str, Path] = {}
+    for directory in artifacts:
+        manifest = read_manifest(directory, stage=STAGE)
+        experiment = manifest.experiment or directory.name
+        if experiment in seen:
+            raise ArtifactError(f"{directory} and {seen[experiment]} both hold experiment {experiment!r}")
+        seen[experiment] = directory
+        scores = json.loads((directory / "scores.json").read_text())
+        for metric, result in scores.items():
+            details = result.get("details", {})
+            rows.append({"experiment": experiment, "metric": metric, "value": _number(result.get("value")),
+                         "std": _number(details.get("std")), "seeds": len(details.get("seeds", [])),
+                         "subset_size": details.get("subset_size"),
+                         "per_seed": json.dumps(details.get("per_seed", {}), sort_keys=True)})
+    order = {m: i for i, m in enumerate(METRICS)}
+    table = pl.DataFrame(rows, schema=SCHEMA)
+    return table.with_columns(pl.col("metric").replace_strict(order, default=len(order)).alias("_order")) \
+        .sort("experiment", "_order").drop("_order")
+
+
+def _number(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def _cell(value: float | None, std: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "n/a"
+    text = f"{value:.4g}"
+    return text if not std else f"{text} ± {std:.2g}"
+
+
+def markdown(table: pl.DataFrame) -> str:
+    metrics = [m for m in METRICS if m in set(table["metric"])]
+    metrics += sorted(set(table["metric"]) - set(metrics))
+    experiments = list(dict.fromkeys(table["experiment"]))
+    cells = {(r["experiment"], r["metric"]): _cell(r["value"], r["std"]) for r in table.iter_rows(named=True)}
+    lines = ["| experiment | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for experiment in experiments:
+        lines.append(f"| {experiment} | " + " | ".join(cells.get((experiment, m), "") for m in metrics) + " |")
+    seeds = sorted(set(table["seeds"].drop_nulls().to_list()))
+    note = (f"\nValues: mean over bootstrap seeds ± sample standard deviation (seeds per cell: "
+            f"{', '.join(map(str, seeds))}).\n")
+    return "# Diversity metrics\n\n" + "\n".join(lines) + "\n" + note
+
+
+def run(args: argparse.Namespace) -> None:
+    config, _ = load_stage_config(args.config)
+    artifacts = list(dict.fromkeys(args.diversity))
+    table = collect(artifacts)
+    try:
+        from workflow_scripts.pipeline import job_identity
+
+        identity = job_identity(config, SUMMARY_STAGE)
+    except (KeyError, AttributeError, ImportError):
+        identity = {"params": {k: None for k in SUMMARY_PARAM_KEYS}, "stage": SUMMARY_STAGE,
+                    "code_files": code_files()}
+    # named like the pipeline's inputs (diversity_<experiment>), so the manifest can be checked against the plan
+    inputs = {f"diversity_{read_manifest(path).experiment}": path for path in artifacts}
+    with build_artifact(args.out, inputs=inputs, **identity) as artifact:
+        table.write_parquet(artifact.path / "summary.parquet")
+        (artifact.path / "summary.md").write_text(markdown(table))
+        artifact.counts.update(experiments=table["experiment"].n_unique(), rows=table.height)
+        artifact.info["experiments"] = sorted(set(table["experiment"]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m workflow_scripts.diversity.summary", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser)
+    parser.add_argument("--diversity", type=Path, nargs="+", action="extend", required=True,
+                        help="diversity artifact directories (one per experiment; repeatable; "
+                        "--diversity-<experiment> DIR is accepted too)")
+    return parser
+
+
+def normalise_argv(argv: list[str]) -> list[str]:
+    """Accept ``--diversity-<experiment> DIR`` (one flag per input, as pipeline commands are built) too."""
+    out = []
+    for word in argv:
+        if word.startswith("--diversity-") or word.startswith("--diversity_"):
+            word = "--diversity"
+        out.append(word)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    return run_main(run, build_parser(), normalise_argv(list(sys.argv[1:] if argv is None else argv)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

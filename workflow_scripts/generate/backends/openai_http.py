@@ -1,0 +1,159 @@
+"""OpenAI-compatible chat-completions client (OpenAI's API, ``vllm serve``, the project's own server).
+
+Bounded concurrency (a thread pool of ``max_concurrency``), retries with exponential backoff and jitter
+on 429 / 5xx / timeouts / connection errors (honouring ``Retry-After``), the API key read from the
+environment variable the config names (never from the config itself, never logged), and
+``response_format: json_schema`` for structured output. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+from urllib.parse import urlparse
+
+from workflow_scripts.generate.config import BackendOptions
+from workflow_scripts.generate.llm import LLMRequest, LLMResponse, finish_response, model_identity
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class OpenAIBackend:
+    def __init__(self, model: str, revision: str | None = None,
+                 options: BackendOptions = BackendOptions()) -> None:
+        if not model:
+            raise ValueError("the openai backend needs the served model name in 'path'")
+        self.model = model
+        self.revision = revision
+        self.options = options
+        self.url = options.base_url.rstrip("/") + "/chat/completions"
+        self._api_key = os.environ.get(options.api_key_env) if options.api_key_env else None
+        if not self._api_key and urlparse(options.base_url).hostname not in LOOPBACK:
+            raise ValueError(
+                f"no API key: set the environment variable {options.api_key_env!r} "
+                f"(models' backend.api_key_env) for {options.base_url}"
+            )
+        self.http_calls = 0  # attempts, including retried ones
+        self.retries = 0
+        self._lock = threading.Lock()
+
+    def identity(self) -> str:
+        # The endpoint URL is left out on purpose: the same model behind another URL (or port) is the same
+        # model. Pin snapshots with 'revision' (or a dated model name such as gpt-4o-2024-08-06).
+        return model_identity("openai", self.model, self.revision)
+
+    def generate(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
+        if not requests:
+            return []
+        workers = min(self.options.max_concurrency, len(requests))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-http") as pool:
+            return list(pool.map(self._one, requests))
+
+    def _body(self, request: LLMRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [dict(m) for m in request.messages],
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "max_tokens": request.max_new_tokens,
+            "n": 1,
+        }
+        if self.options.send_seed:
+            body["seed"] = int(request.seed) % (2**63)
+        if request.json_schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "document", "schema": request.json_schema,
+                                "strict": self.options.strict_schema},
+            }
+        return body
+
+    def _one(self, request: LLMRequest) -> LLMResponse:
+        data = json.dumps(self._body(request)).encode()
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        options = self.options
+        last_error = ""
+        for attempt in range(options.max_retries + 1):
+            if attempt:
+                with self._lock:
+                    self.retries += 1
+            try:
+                payload = self._post(data, headers)
+                return self._parse(payload, request)
+            except _Retryable as error:
+                last_error = str(error)
+                if attempt == options.max_retries:
+                    break
+                delay = min(options.backoff_max_s, options.backoff_initial_s * 2**attempt)
+                delay *= 1 + 0.25 * random.random()  # jitter spreads out synchronised retries
+                if error.retry_after is not None:
+                    delay = max(delay, min(error.retry_after, options.backoff_max_s))
+                log.debug("retrying in %.2fs after: %s", delay, last_error)
+                time.sleep(delay)
+            except _Fatal as error:
+                return LLMResponse(text="", finish_reason="error", error=str(error), transient=True)
+        return LLMResponse(text="", finish_reason="error", transient=True,
+                           error=f"gave up after {options.max_retries + 1} attempts: {last_error}")
+
+    def _post(self, data: bytes, headers: dict[str, str]) -> dict[str, Any]:
+        with self._lock:
+            self.http_calls += 1
+        http_request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(http_request, timeout=self.options.timeout_s) as reply:
+                return json.loads(reply.read())
+        except urllib.error.HTTPError as error:
+            body = error.read()[:300].decode(errors="replace")
+            if error.code in RETRY_STATUS:
+                retry_after = error.headers.get("Retry-After") if error.headers else None
+                try:
+                    seconds = float(retry_after) if retry_after is not None else None
+                except ValueError:
+                    seconds = None
+                raise _Retryable(f"HTTP {error.code}: {body}", seconds) from None
+            raise _Fatal(f"HTTP {error.code}: {body}") from None
+        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as error:
+            raise _Retryable(f"{type(error).__name__}: {error}") from None
+        except json.JSONDecodeError as error:
+            raise _Retryable(f"unreadable reply: {error}") from None
+
+    @staticmethod
+    def _parse(payload: dict[str, Any], request: LLMRequest) -> LLMResponse:
+        try:
+            choice = payload["choices"][0]
+            text = choice["message"].get("content") or ""
+            reason = choice.get("finish_reason") or "stop"
+            usage = payload.get("usage") or {}
+        except (KeyError, IndexError, TypeError, AttributeError) as error:
+            raise _Retryable(f"malformed reply ({error!r})") from None
+        finish = "length" if reason == "length" else "stop"
+        if choice["message"].get("refusal"):
+            return LLMResponse(text=text, finish_reason="error", error=f"refused: {choice['message']['refusal']}",
+                               prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                               completion_tokens=int(usage.get("completion_tokens", 0)))
+        return finish_response(text, request, int(usage.get("prompt_tokens", 0)),
+                               int(usage.get("completion_tokens", 0)), finish)
+
+
+class _Fatal(Exception):
+    """A reply that retrying will not fix (400, 401, 404 ...)."""
