@@ -16,6 +16,12 @@ include: "rules/real_corpus.smk"
 include: "rules/local_models.smk"
 include: "rules/generate.smk"
 include: "rules/diversity.smk"
+include: "rules/tokenize.smk"
+include: "rules/pretrain.smk"
+include: "rules/convert.smk"
+include: "rules/sft.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
 
 
 rule all:

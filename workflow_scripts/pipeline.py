@@ -48,6 +48,7 @@ class Stage:
     environment: Callable[[PipelineConfig], dict[str, str]] = lambda c: {}  # facts outside config and files
     enabled: Callable[[PipelineConfig], bool] = lambda c: True
     options: Callable[[PipelineConfig], dict[str, str]] = lambda c: {}  # arguments that are not dependencies
+    distributed: bool = False         # launched with torchrun when its resources ask for several processes
 
     @property
     def per_experiment(self) -> bool:
@@ -98,6 +99,53 @@ def _diversity_inputs(config: PipelineConfig, experiment: str | None) -> dict[st
             config.diversity.lexical.tokenizer.startswith("local:"):
         inputs["models"] = artifact(config, "local_models")
     return inputs
+
+
+def _all(config: PipelineConfig) -> list[str]:
+    return list(config.experiments)
+
+
+def _local_tokenizer(config: PipelineConfig) -> dict[str, str]:
+    return {"local_models": artifact(config, "local_models")} if config.tokenize.tokenizer == "local" else {}
+
+
+def _mix_inputs(config: PipelineConfig, experiment: str | None) -> dict[str, str]:
+    inputs = {"real_tokens": artifact(config, "tokenize_real")}
+    if config.experiments[experiment].synthetic is not None:
+        inputs["synthetic_tokens"] = artifact(config, "tokenize_synthetic", experiment)
+    return inputs
+
+
+def _sft_inputs(config: PipelineConfig, experiment: str | None) -> dict[str, str]:
+    inputs = {"model": artifact(config, "convert", experiment)}
+    source = config.sft.generations_experiment(experiment)
+    if source is not None:
+        inputs["generations"] = artifact(config, "generate", source)
+    return inputs
+
+
+def _report_inputs(config: PipelineConfig, experiment: str | None) -> dict[str, str]:
+    inputs = {}
+    for name in config.experiments:
+        inputs[f"evals_pt_{name}"] = artifact(config, "evaluate_pt", name)
+        inputs[f"evals_sft_{name}"] = artifact(config, "evaluate_sft", name)
+        inputs[f"train_metrics_pt_{name}"] = artifact(config, "pretrain", name)
+        inputs[f"train_metrics_sft_{name}"] = artifact(config, "sft", name)
+    for name in _synthetic(config):
+        inputs[f"diversity_{name}"] = artifact(config, "diversity", name)
+    return inputs
+
+
+EVALUATE_KEYS = tuple(f"evaluation.{key}" for key in (
+    "tasks", "include_paths", "limit", "batch_size", "bootstrap_iters", "log_samples", "dtype", "system_prompt",
+    "sft_chat_template", "seed"))
+EVALUATE_CODE = ("workflow_scripts/evaluate", "workflow_scripts/sft/config.py")
+
+
+def _pretrain_keys(config: PipelineConfig, experiment: str | None) -> tuple[str, ...]:
+    from workflow_scripts.pretrain.config import PARAM_KEYS
+
+    return tuple(PARAM_KEYS)
 
 
 def _generate_inputs(config: PipelineConfig, experiment: str | None) -> dict[str, str]:
@@ -154,11 +202,74 @@ STAGES: dict[str, Stage] = {
             options=lambda c: {"cache": f"{c.data_root}/llm_cache"},
         ),
         Stage(
+            name="tokenize_real", module="workflow_scripts.tokenization", subcommand="real",
+            out="tokens/real", params=("tokenize",), code=("workflow_scripts/tokenization",),
+            inputs=lambda c, e: {"corpus": artifact(c, "real_corpus"), **_local_tokenizer(c)},
+        ),
+        Stage(
+            name="tokenize_synthetic", module="workflow_scripts.tokenization", subcommand="synthetic",
+            out="tokens/synthetic/{experiment}", params=("tokenize",), code=("workflow_scripts/tokenization",),
+            inputs=lambda c, e: {"generations": artifact(c, "generate", e), **_local_tokenizer(c)},
+            experiments=_synthetic,
+        ),
+        Stage(
+            name="mix", module="workflow_scripts.mixes",
+            out="mixes/{experiment}", params=("mixes", "experiments.{experiment}.mix"),
+            code=("workflow_scripts/mixes", "workflow_scripts/tokenization/identity.py",
+                  "workflow_scripts/tokenization/reader.py", "workflow_scripts/tokenization/indexed.py"),
+            inputs=_mix_inputs, experiments=_all,
+        ),
+        Stage(
+            name="pretrain", module="workflow_scripts.pretrain",
+            out="pretrain/{experiment}", params=_pretrain_keys,
+            code=("workflow_scripts/pretrain", "workflow_scripts/mixes/blend.py", "workflow_scripts/mixes/megatron.py"),
+            inputs=lambda c, e: {"mix": artifact(c, "mix", e)}, experiments=_all,
+            # data-parallel processes change the numbers (reduction order): part of the job's identity
+            environment=lambda c: {"nproc": c.resources.for_stage("pretrain").nproc},
+            distributed=True,
+        ),
+        Stage(
+            name="convert", module="workflow_scripts.pretrain.convert",
+            out="models/pt/{experiment}", params=("pretrain.export_dtype",),
+            code=("workflow_scripts/pretrain/convert.py", "workflow_scripts/pretrain/model_configs.py"),
+            inputs=lambda c, e: {"checkpoint": artifact(c, "pretrain", e)}, experiments=_all,
+        ),
+        Stage(
+            name="sft", module="workflow_scripts.sft",
+            out="models/sft/{experiment}", params=("sft",), code=("workflow_scripts/sft",),
+            inputs=_sft_inputs, experiments=_all,
+        ),
+        Stage(
+            name="eval_tasks", module="workflow_scripts.evaluate", subcommand="tasks",
+            out="eval/tasks", params=("evaluation.local_tasks", "evaluation.seed"),
+            code=("workflow_scripts/evaluate/tasks.py", "workflow_scripts/evaluate/config.py",
+                  "workflow_scripts/evaluate/templates"),
+            inputs=lambda c, e: {"corpus": artifact(c, "real_corpus")},
+        ),
+        Stage(
+            name="evaluate_pt", module="workflow_scripts.evaluate", subcommand="run",
+            out="eval/pt/{experiment}", params=EVALUATE_KEYS, code=EVALUATE_CODE,
+            inputs=lambda c, e: {"model": artifact(c, "convert", e), "tasks": artifact(c, "eval_tasks")},
+            experiments=_all, options=lambda c: {"model_stage": "pt"},
+        ),
+        Stage(
+            name="evaluate_sft", module="workflow_scripts.evaluate", subcommand="run",
+            out="eval/sft/{experiment}", params=EVALUATE_KEYS, code=EVALUATE_CODE,
+            inputs=lambda c, e: {"model": artifact(c, "sft", e), "tasks": artifact(c, "eval_tasks")},
+            experiments=_all, options=lambda c: {"model_stage": "sft"},
+        ),
+        Stage(
             name="diversity_summary", module="workflow_scripts.diversity.summary",
             out="diversity/summary", params=(),
             code=("workflow_scripts/diversity/summary.py",),
             inputs=lambda c, e: {f"diversity_{x}": artifact(c, "diversity", x) for x in _synthetic(c)},
             enabled=lambda c: bool(_synthetic(c)),
+        ),
+        Stage(
+            name="report", module="workflow_scripts.report",
+            out="report", params=("report", "evaluation.tasks", "evaluation.scoring", "experiments"),
+            code=("workflow_scripts/report",),
+            inputs=_report_inputs,
         ),
     ]
 }
@@ -214,14 +325,22 @@ def log_path(stage: Stage, experiment: str | None) -> str:
     return f"logs/{stage.name}.log" if experiment is None else f"logs/{stage.name}/{experiment}.log"
 
 
-def command(stage: Stage, config_file: str, experiment: str, inputs: dict[str, str], out: str, log: str,
-            options: dict[str, str] | None = None) -> str:
-    """The stage's command line; the arguments are inserted verbatim (Snakemake passes placeholders)."""
-    words = [PYTHON, "-m", stage.module] + ([stage.subcommand] if stage.subcommand else [])
+def launcher(stage: Stage, config: PipelineConfig) -> list[str]:
+    """``python -m`` or, for a multi-process stage, ``torchrun`` with the processes its resources ask for."""
+    nproc = config.resources.for_stage(stage.name).nproc
+    if stage.distributed and nproc > 1:
+        return ["torchrun", "--standalone", "--nnodes", "1", "--nproc_per_node", str(nproc), "-m", stage.module]
+    return [PYTHON, "-m", stage.module]
+
+
+def command(stage: Stage, config: PipelineConfig, config_file: str, experiment: str | None,
+            inputs: dict[str, str], out: str, log: str) -> str:
+    """The stage's command line: the same string in dvc.yaml and in the Snakemake rule."""
+    words = launcher(stage, config) + ([stage.subcommand] if stage.subcommand else [])
     words += ["--config", config_file]
     if stage.per_experiment:
-        words += ["--experiment", experiment]
-    for name, value in {**inputs, **(options or {})}.items():
+        words += ["--experiment", experiment or ""]
+    for name, value in {**inputs, **stage.options(config)}.items():
         words += [f"--{name.replace('_', '-')}", value]
     words += ["--out", out, "--log-file", log]
     return " ".join(words)
@@ -257,8 +376,7 @@ def plan(config: PipelineConfig, config_file: str = "params.yaml") -> list[Job]:
             fingerprints[out] = fingerprint
             jobs.append(Job(
                 stage=stage.name, experiment=experiment,
-                cmd=command(stage, shlex.quote(config_file), experiment or "", inputs, out, log,
-                            stage.options(config)),
+                cmd=command(stage, config, shlex.quote(config_file), experiment, inputs, out, log),
                 inputs=inputs, deps=tuple(dict.fromkeys([*inputs.values(), *stage.code, *externals])),
                 params=param_keys(stage, config, experiment), out=out, log=log, fingerprint=fingerprint,
             ))
@@ -288,7 +406,14 @@ def artifact_is_current(job: Job) -> bool:
         return False
     if manifest.fingerprint != job.fingerprint:
         return False
-    for name, path in job.inputs.items():
-        if not (Path(path) / MANIFEST).is_file() or manifest.inputs.get(name) != input_hash(Path(path)):
+    recorded = set(manifest.inputs.values())  # by content, whatever names the stage gave its inputs
+    for path in job.inputs.values():
+        if not (Path(path) / MANIFEST).is_file() or input_hash(Path(path)) not in recorded:
             return False
     return True
+
+
+def job_fingerprint(config: PipelineConfig, stage: str, experiment: str | None = None) -> str:
+    """The job's fingerprint, or "" when this configuration's plan has no such job (a stage run by hand)."""
+    name = job_name(stage, experiment)
+    return next((job.fingerprint for job in plan(config) if job.name == name), "")

@@ -17,7 +17,15 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from workflow_scripts.core.schema import ExperimentName, Name, Section
 from workflow_scripts.diversity.config import DiversityConfig
 from workflow_scripts.diversity.config import check_references as check_diversity_references
+from workflow_scripts.evaluate.config import EvaluationConfig
 from workflow_scripts.generate.config import GenerationConfig
+from workflow_scripts.mixes.config import MixConfig, MixSpec
+from workflow_scripts.pretrain.config import PretrainConfig
+from workflow_scripts.report.config import ReportConfig
+from workflow_scripts.report.config import check_references as check_report_references
+from workflow_scripts.sft.config import SFTConfig
+from workflow_scripts.sft.config import check_references as check_sft_references
+from workflow_scripts.tokenization.config import TokenizeConfig
 
 TEMPLATES = ("topic", "topic_styles", "topic_styles_persona", "multi_topic_styles_persona")
 KINDS = ("web", "code", "math")
@@ -154,6 +162,13 @@ class SyntheticSpec(Section):
 class ExperimentSpec(Section):
     description: str = ""
     synthetic: SyntheticSpec | None = Field(None, description="absent for a real-data-only baseline")
+    mix: MixSpec = MixSpec()
+
+    @model_validator(mode="after")
+    def _mix_needs_synthetic(self) -> "ExperimentSpec":
+        if self.synthetic is None and self.mix.sets_synthetic:
+            raise ValueError("mix asks for synthetic tokens but the experiment has no 'synthetic' section")
+        return self
 
 
 # --- resources --------------------------------------------------------------------------------------------
@@ -207,6 +222,12 @@ class PipelineConfig(Section):
     real_corpus: RealCorpusConfig
     generate: GenerationConfig = GenerationConfig()
     diversity: DiversityConfig = DiversityConfig()
+    tokenize: TokenizeConfig = TokenizeConfig()
+    mixes: MixConfig
+    pretrain: PretrainConfig = PretrainConfig()
+    sft: SFTConfig = SFTConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    report: ReportConfig = ReportConfig()
     resources: ResourcesConfig = ResourcesConfig()
     experiments: dict[ExperimentName, ExperimentSpec] = Field(..., min_length=1)
 
@@ -228,6 +249,8 @@ class PipelineConfig(Section):
         if unknown:
             raise ValueError(f"generate.models: {unknown} are not in 'models' (known: {sorted(self.models)})")
         check_diversity_references(self.diversity, self.models)
+        check_sft_references(self)
+        check_report_references(self)
         return self
 
     def synthetic_experiments(self) -> list[str]:

@@ -29,10 +29,10 @@ from workflow_scripts.core.artifacts import InputError, build_artifact, read_man
 from workflow_scripts.pipeline import job_identity
 from workflow_scripts.pipeline import stage_params as pipeline_stage_params
 from workflow_scripts.core.cli import run_main, stage_parser
-from workflow_scripts.core.config import ConfigError, PipelineConfig, _format_errors, lookup, parse_config
+from workflow_scripts.core.config import ConfigError, PipelineConfig, parse_config
 from workflow_scripts.core.hashing import canonical_json, hash_value
 from workflow_scripts.generate.cache import CachedBackend, RequestCache, request_key
-from workflow_scripts.generate.config import Decoding, GenerationConfig, SchemaBounds, resolve_param_keys
+from workflow_scripts.generate.config import Decoding, GenerationConfig, SchemaBounds
 from workflow_scripts.generate.llm import LazyBackend, LLMBackend, LLMRequest, LLMResponse
 from workflow_scripts.generate.render import check_document, render_document, render_seed
 from workflow_scripts.generate.templates import (GenerationPlan, Topic, TopicPool, chosen_persona, load_personas,

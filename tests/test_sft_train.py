@@ -1,0 +1,171 @@
+"""SFT end to end on the tiny random Llama: it learns (held-out response loss falls), saves the chat template
+and system prompt with the weights, and the stage's CLI writes a complete artifact."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import polars as pl
+import pytest
+import torch
+from pydantic import create_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from workflow_scripts.core.artifacts import ArtifactError, build_artifact, read_manifest
+from workflow_scripts.sft.train import METRICS_FILE, SFT_INFO, SFTConfig, Pair, fine_tune, main
+
+torch.set_num_threads(1)
+GASES = ["oxygen", "nitrogen", "helium", "argon"]
+
+
+def pairs(n: int = 48) -> list[Pair]:
+    return [
+        Pair(
+            f"Question {i}: which gas is number {i % 4}?",
+            f"It is {GASES[i % 4]}. Answer: {'ABCD'[i % 4]}",
+            "generated_mcq",
+        )
+        for i in range(n)
+    ]
+
+
+def generations_dir(path, experiment: str):
+    with build_artifact(
+        path, stage="generate", params={}, inputs={}, code_files=[], experiment=experiment
+    ) as artifact:
+        docs = [
+            json.dumps(
+                {
+                    "passages": [{"nuance": "n", "passage": "Gases."}],
+                    "question": p.prompt,
+                    "options": GASES,
+                    "answer": "ABCD"[i % 4],
+                    "explanation": f"It is {GASES[i % 4]}.",
+                }
+            )
+            for i, p in enumerate(pairs(24))
+        ]
+        pl.DataFrame({"raw_json": docs}).write_parquet(artifact.path / "generations-00000.parquet")
+        # the generate stage also writes these; they hold no documents
+        pl.DataFrame({"raw_text": ["{broken"], "reason": ["length"]}).write_parquet(
+            artifact.path / "failures.parquet"
+        )
+    return path
+
+
+@pytest.fixture()
+def sections(monkeypatch):
+    """Declare the sft/evaluation/report sections on PipelineConfig when core does not yet (integration)."""
+    from workflow_scripts.core import config as core
+    from workflow_scripts.evaluate.config import EvaluationConfig
+    from workflow_scripts.report.config import ReportConfig
+
+    missing = {
+        name: (cls, cls())
+        for name, cls in (("sft", SFTConfig), ("evaluation", EvaluationConfig), ("report", ReportConfig))
+        if name not in core.PipelineConfig.model_fields
+    }
+    if missing:
+        monkeypatch.setattr(
+            core, "PipelineConfig", create_model("PipelineConfig", __base__=core.PipelineConfig, **missing)
+        )
+
+
+def test_fine_tuning_lowers_heldout_loss_and_saves_template_and_prompt(tiny_llama_dir, tmp_path):
+    import shutil
+
+    from transformers import GenerationConfig
+
+    base = tmp_path / "base"  # like a converted model: padded vocabulary rows suppressed in generation
+    shutil.copytree(tiny_llama_dir, base)
+    GenerationConfig(eos_token_id=0, pad_token_id=0, suppress_tokens=[398, 399]).save_pretrained(base)
+    config = SFTConfig(
+        epochs=3,
+        learning_rate=3e-3,
+        batch_size=8,
+        max_length=128,
+        heldout_fraction=0.25,
+        system_prompt="Answer in one line.",
+    )
+    out = tmp_path / "sft"
+    out.mkdir()
+    facts = fine_tune(str(base), pairs(), config, out)
+    assert facts["heldout_pairs"] > 0 and facts["train_pairs"] + facts["heldout_pairs"] == 48
+    assert facts["heldout_loss_after"] < facts["heldout_loss_before"] - 0.5
+    info = json.loads((out / SFT_INFO).read_text())
+    assert info["system_prompt"] == "Answer in one line."
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer.chat_template == info["chat_template"]
+    assert "<|assistant|>" in tokenizer.apply_chat_template(
+        [{"role": "user", "content": "x"}], tokenize=False, add_generation_prompt=True
+    )
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert tokenizer.convert_tokens_to_ids("<|end|>") in model.generation_config.eos_token_id
+    assert model.generation_config.suppress_tokens == [398, 399]
+    with open(out / METRICS_FILE) as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["step", "epoch", "loss", "lr", "grad_norm", "tokens", "elapsed_s"]
+    assert len(rows) == facts["steps"] and float(rows[-1]["loss"]) < float(rows[0]["loss"])
+
+
+def test_stage_cli_writes_an_artifact_and_refuses_foreign_generations(tiny_llama_dir, tmp_path, sections):
+    from tests.helpers import write_config
+
+    config = write_config(
+        tmp_path,
+        experiments={"real_only": {}, "syn": {}},
+        sft={
+            "sources": [{"type": "generated_mcq", "experiment": "syn"}],
+            "epochs": 1,
+            "learning_rate": 1e-3,
+            "batch_size": 4,
+            "max_length": 128,
+        },
+    )
+    generations = generations_dir(tmp_path / "gen", "syn")
+    out = tmp_path / "sft_real_only"
+    assert (
+        main(
+            [
+                "--config",
+                str(config),
+                "--experiment",
+                "real_only",
+                "--model",
+                str(tiny_llama_dir),
+                "--generations",
+                str(generations),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    manifest = read_manifest(out, stage="sft")
+    assert manifest.experiment == "real_only" and list(manifest.params) == ["sft"]
+    assert manifest.params["sft"]["sources"][0]["experiment"] == "syn"
+    assert manifest.counts["pairs_generated_mcq"] == 24 and manifest.info["generations_experiment"] == "syn"
+    assert (out / "model.safetensors").is_file() and (out / SFT_INFO).is_file()
+
+    wrong = generations_dir(tmp_path / "gen_other", "other")
+    assert (
+        main(
+            [
+                "--config",
+                str(config),
+                "--experiment",
+                "real_only",
+                "--model",
+                str(tiny_llama_dir),
+                "--generations",
+                str(wrong),
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(ArtifactError):
+        read_manifest(tmp_path / "bad")

@@ -1,0 +1,207 @@
+"""Megatron-core datasets from a mix's ``blend.json``: what the pre-training stage calls.
+
+:func:`build_gpt_datasets` checks the blend against what the caller expects (tokenizer identity, sequence
+length, number of samples), then builds ``GPTDataset`` per prefix and a ``BlendedDataset`` over them with
+``BlendedMegatronDatasetBuilder``. Megatron's index cache is keyed by path, not content (FACTS.md), so each
+blend gets its own cache folder named by the content hash of its files, weights and budget.
+
+Megatron needs ``torch.distributed`` initialised (world size 1 is fine); :func:`single_process_group`
+does that for scripts and tests that run without torchrun. Torch and Megatron are imported only inside
+the functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from workflow_scripts.core.artifacts import ArtifactError
+from workflow_scripts.mixes.blend import BlendFile, read_blend
+from workflow_scripts.tokenization.identity import TokenizerInfo, check_tokenizer
+
+log = logging.getLogger(__name__)
+
+BUDGET_TOLERANCE = 0.01  # relative difference between asked and planned samples before the epochs are wrong
+
+
+class BlendTokenizer:
+    """The facts ``GPTDatasetConfig`` reads from a tokenizer.
+
+    ``pad`` is -1, Megatron's 'no pad token' id: Hugging Face tokenizers often reuse EOD as pad, and Megatron
+    would then mask the loss on every document boundary.
+    """
+
+    def __init__(self, info: TokenizerInfo) -> None:
+        self.vocab_size = info.vocab_size
+        self.eod = info.eod_id
+        self.pad = -1
+        self.unique_identifiers = {
+            "class": "BlendTokenizer",
+            "hash": info.hash,
+            "vocab_size": info.vocab_size,
+            "eod": info.eod_id,
+        }
+
+
+def resolve_prefix(prefix: str, root: Path | None = None) -> str:
+    """An absolute prefix as is; a relative one against ``root`` (default: the working directory)."""
+    path = Path(prefix)
+    if not path.is_absolute():
+        path = (root or Path.cwd()) / path
+    for suffix in (".bin", ".idx"):
+        if not Path(f"{path}{suffix}").is_file():
+            raise ArtifactError(
+                f"blend prefix {prefix!r}: {path}{suffix} does not exist (run from the directory "
+                "the mix was built in, or pass root=)"
+            )
+    return str(path)
+
+
+@contextmanager
+def single_process_group() -> Iterator[None]:
+    """Initialise a one-process gloo group if none exists (Megatron's builders need one); undo it after."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="gloo-") as folder:
+        dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=0, world_size=1)
+        try:
+            yield
+        finally:
+            dist.destroy_process_group()
+
+
+def check_blend(
+    blend: BlendFile,
+    *,
+    where: str,
+    tokenizer_info: TokenizerInfo | Mapping[str, Any] | None,
+    seq_length: int | None,
+    num_samples: int | None,
+    strict_budget: bool,
+) -> tuple[int, int]:
+    """Refuse a blend made for another tokenizer or sequence length; return (seq_length, num_samples)."""
+    if tokenizer_info is not None:
+        check_tokenizer(blend.tokenizer, tokenizer_info, where=where)
+    if seq_length is not None and seq_length != blend.seq_length:
+        raise ArtifactError(
+            f"{where}: the mix was planned for sequences of {blend.seq_length} tokens, the caller "
+            f"uses {seq_length}; set mixes.seq_length to the training sequence length"
+        )
+    samples = blend.num_samples if num_samples is None else num_samples
+    if abs(samples - blend.num_samples) > BUDGET_TOLERANCE * blend.num_samples:
+        message = (
+            f"{where}: the mix was planned for {blend.num_samples} samples ({blend.total_tokens} tokens) "
+            f"but {samples} are asked for, so every source's epochs would differ from sources.md by a "
+            f"factor {samples / blend.num_samples:.3f}; set the mix budget (mixes.total_tokens) to the "
+            "training budget"
+        )
+        if strict_budget:
+            raise ArtifactError(message)
+        log.warning("%s", message)
+    return blend.seq_length, samples
+
+
+def build_gpt_datasets(
+    blend_json: Path | str,
+    *,
+    cache_dir: Path | str,
+    seq_length: int | None = None,
+    num_samples: int | None = None,
+    seed: int = 1234,
+    tokenizer_info: TokenizerInfo | Mapping[str, Any] | None = None,
+    valid_samples: int | None = None,
+    root: Path | str | None = None,
+    strict_budget: bool = True,
+    is_built_on_rank: Callable[[], bool] | None = None,
+    **gpt_config: Any,
+) -> tuple[Any, Any, Any]:
+    """(train, valid, test) Megatron datasets for a mix; ``test`` is always None.
+
+    - ``blend_json``: the mix artifact directory or its ``blend.json``.
+    - ``cache_dir``: where Megatron caches its indices; a subfolder per blend content is used.
+    - ``seq_length`` / ``num_samples``: default to the blend's; a different sequence length, or a sample count
+      more than 1 % away from the planned one, is refused (``strict_budget=False``: warn instead).
+    - ``tokenizer_info``: what the model expects (a :class:`TokenizerInfo` or a partial mapping with hash /
+      vocab_size / eod_id / dtype); a blend made with another tokenizer is refused.
+    - ``valid_samples``: size of the validation blend over the held-out real data (None: one full pass of it;
+      no held-out data: ``valid`` is None).
+    - ``root``: directory relative prefixes are resolved against (default: the working directory).
+    - ``gpt_config``: extra ``GPTDatasetConfig`` fields (defaults: no position/attention-mask reset, no EOD
+      loss mask, ``create_attention_mask=False``).
+
+    Requires ``torch.distributed`` to be initialised (see :func:`single_process_group`).
+    """
+    import torch.distributed as dist
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+
+    blend = read_blend(blend_json)
+    where = str(blend_json)
+    seq_length, samples = check_blend(
+        blend,
+        where=where,
+        tokenizer_info=tokenizer_info,
+        seq_length=seq_length,
+        num_samples=num_samples,
+        strict_budget=strict_budget,
+    )
+    if not dist.is_initialized():
+        raise RuntimeError(
+            "build_gpt_datasets needs torch.distributed initialised (world size 1 is fine): "
+            "use torchrun, or wrap the call in workflow_scripts.mixes.megatron.single_process_group()"
+        )
+    root = Path(root) if root is not None else None
+    train_blend = ([resolve_prefix(p, root) for p in blend.prefixes], list(blend.weights))
+    valid_blend = None
+    if blend.valid is not None:
+        valid_blend = (
+            [resolve_prefix(p, root) for p in blend.valid.prefixes],
+            list(blend.valid.weights) if valid_samples is not None else None,
+        )
+    cache = Path(cache_dir) / f"blend-{blend.content_hash()[:16]}"
+    cache.mkdir(parents=True, exist_ok=True)
+    options = dict(
+        reset_position_ids=False, reset_attention_mask=False, eod_mask_loss=False, create_attention_mask=False
+    )
+    options.update(gpt_config)
+    config = GPTDatasetConfig(
+        random_seed=seed,
+        sequence_length=seq_length,
+        blend_per_split=[train_blend, valid_blend, None],
+        path_to_cache=str(cache),
+        tokenizer=BlendTokenizer(blend.tokenizer),
+        mid_level_dataset_surplus=0.005,
+        **options,
+    )
+    rank_builds = is_built_on_rank or (lambda: True)
+    train, valid, test = BlendedMegatronDatasetBuilder(
+        GPTDataset, [samples, valid_samples, None], rank_builds, config
+    ).build()
+    if train is not None and len(train) < samples:
+        raise ArtifactError(
+            f"{where}: Megatron built {len(train)} training samples, {samples} were asked for"
+        )
+    log.info("blend %s: %d training samples of %d tokens (cache %s)", where, samples, seq_length, cache)
+    return train, valid, test
+
+
+def planned_samples(blend: BlendFile) -> list[int]:
+    """Samples Megatron draws from each prefix for the planned budget (its own rounding)."""
+    return [math.ceil(blend.num_samples * w) for w in blend.weights]
+
+
+__all__ = [
+    "BlendTokenizer",
+    "build_gpt_datasets",
+    "check_blend",
+    "planned_samples",
+    "resolve_prefix",
+    "single_process_group",
+]

@@ -1,0 +1,384 @@
+"""Stage report: the paper's tables, figures, correlations and a Markdown report from all evaluations.
+
+Inputs (each an artifact directory or a folder of them):
+  --evals            evaluate artifacts (scores.json; experiment and model stage from the manifest)
+  --diversity        diversity artifacts (JSON of {metric: {"value", "std"}}), optional
+  --train-metrics    artifacts holding per-step CSV/TSV files: step, loss, ... (pre-training, SFT), optional
+
+Output artifact:
+  report.md                      everything below in one page, led by a plain statement of scale
+  results.parquet                tidy: experiment, model_stage, task, metric, value, stderr, selected
+                                 (+ one task='mean' row per model: the headline in display units)
+  headline.csv                   experiment, model_stage, selected metric per task, mean
+  tables/<table>_<pt|sft>.{md,csv,tex} and tables/<table>_grid_<pt|sft>.* (two-way tables)
+  paper_comparison.{md,csv}      our mean next to the paper's (tags with a paper cell)
+  correlations.csv               per diversity metric and model stage: n, Pearson/Spearman r and p, fit
+  figures/*.png                  accuracy vs each diversity metric, ratio curve, training-loss curves
+  metrics.json                   for `dvc metrics` (means, per-task values, correlations; NaN -> null)
+  plots/<name>/<series>.csv      for `dvc plots`: accuracy_vs_<metric>/{pt,sft}.csv (score, accuracy),
+                                 ratio/{pt,sft}.csv (x, accuracy), loss/<stage>/<experiment>.csv (step, loss)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from workflow_scripts.pipeline import job_fingerprint
+from workflow_scripts.core.artifacts import InputError, build_artifact
+from workflow_scripts.core.cli import load_checked_config
+from workflow_scripts.evaluate.config import EvaluationConfig, evaluation_config, read_params
+from workflow_scripts.report import collect, figures, tables
+from workflow_scripts.report.config import PARAM_KEYS, TABLE_TITLES, TABLES, ReportConfig, report_config
+from workflow_scripts.report.paper import RATIO_SHAPE
+from workflow_scripts.report.stats import Correlation, correlate
+
+log = logging.getLogger(__name__)
+
+PACKAGE = Path(__file__).resolve().parent
+CODE_FILES = sorted(PACKAGE.glob("*.py")) + [
+    PACKAGE.parent / "evaluate" / "scores.py",
+    PACKAGE.parent / "evaluate" / "config.py",
+]
+
+
+def _finite(value: Any) -> Any:
+    """JSON-safe: NaN/inf -> None (DVC reads metrics with a strict JSON parser)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def diversity_points(headline: pl.DataFrame, diversity: pl.DataFrame, metric: str) -> pl.DataFrame:
+    """experiment, model_stage, score, accuracy (headline mean) for experiments with this score."""
+    scores = diversity.filter(pl.col("metric") == metric).select("experiment", pl.col("value").alias("score"))
+    return (
+        headline.select("experiment", "model_stage", pl.col(collect.MEAN_TASK).alias("accuracy"))
+        .join(scores, on="experiment", how="inner")
+        .select("experiment", "model_stage", "score", "accuracy")
+        .sort("model_stage", "experiment")
+    )
+
+
+def correlations_for(points: pl.DataFrame) -> dict[str, Correlation]:
+    out = {}
+    for stage in ("pt", "sft"):
+        part = points.filter(pl.col("model_stage") == stage)
+        if part.height:
+            out[stage] = correlate(part["score"].to_list(), part["accuracy"].to_list())
+    return out
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def scale_statement(records: list[collect.EvalRecord], report: ReportConfig) -> str:
+    sizes = sorted({r.num_parameters for r in records if r.num_parameters is not None})
+    size_text = (
+        f"Evaluated models have {sizes[0]:,} to {sizes[-1]:,} parameters."
+        if len(sizes) > 1
+        else f"Evaluated models have {sizes[0]:,} parameters."
+        if sizes
+        else "The evaluated models' sizes are not recorded."
+    )
+    tiny = any(n < report.tiny_parameters for n in sizes)
+    if tiny or not sizes:
+        return f"**Scale.** {report.caveat} {size_text}"
+    return f"**Scale.** {size_text}"
+
+
+def build(
+    records: list[collect.EvalRecord],
+    diversity: pl.DataFrame,
+    curves: pl.DataFrame,
+    report: ReportConfig,
+    evaluation: EvaluationConfig,
+    out: Path,
+    experiments: list[str],
+) -> dict[str, int]:
+    """Write every output into ``out``; returns counts for the manifest."""
+    if not records:
+        raise InputError("no evaluate artifacts found in --evals")
+    unknown = sorted({r.experiment for r in records} - set(experiments))
+    if unknown:
+        raise InputError(f"evaluations of experiments not in the configuration: {unknown}")
+    untagged = sorted(set(report.experiments) - set(experiments))
+    if untagged:
+        raise InputError(f"report.experiments names experiments not in the configuration: {untagged}")
+    records = sorted(
+        records, key=lambda r: (experiments.index(r.experiment), collect.STAGE_ORDER.index(r.model_stage))
+    )
+    decimals = report.decimals
+    tidy = collect.tidy(records, evaluation)
+    tidy.write_parquet(out / "results.parquet")
+    headline = collect.headline(records, evaluation)
+    headline.write_csv(out / "headline.csv")
+    accuracy_label = f"mean of {', '.join(evaluation.mean_tasks())} (%)"
+
+    sections: list[str] = [
+        "# Synthetic-data diversity and downstream accuracy: results",
+        "",
+        scale_statement(records, report),
+        "",
+    ]
+    if report.note:
+        sections += [report.note, ""]
+    sections += [
+        "## Headline",
+        "",
+        "Selected metric per task: "
+        + ", ".join(_describe(t, evaluation) for t in evaluation.tasks)
+        + f". Mean = unweighted mean of {', '.join(evaluation.mean_tasks())}.",
+        "",
+        tables.to_markdown(headline, decimals),
+    ]
+
+    written_tables = 0
+    for table in TABLES:
+        if not report.tags(table):
+            continue
+        sections += [f"## {TABLE_TITLES[table]}", ""]
+        for stage in ("pt", "sft"):
+            frame = tables.table_frame(headline, report, evaluation, table, stage)
+            caption = f"{TABLE_TITLES[table]} ({stage.upper()} models)"
+            tables.write_table(frame, out / "tables", f"{table}_{stage}", decimals, caption)
+            sections += [f"### {stage.upper()}", "", tables.to_markdown(frame, decimals)]
+            written_tables += 1
+            grid = tables.grid_frame(frame, table)
+            if grid is not None:
+                tables.write_table(
+                    grid, out / "tables", f"{table}_grid_{stage}", decimals, f"{caption}: mean, paper layout"
+                )
+                sections += [
+                    f"Mean, in the paper's layout ({stage.upper()}):",
+                    "",
+                    tables.to_markdown(grid, decimals),
+                ]
+        if table == "ratio":
+            sections += [f"The paper reports only the shape: {RATIO_SHAPE}.", ""]
+
+    comparison = tables.paper_comparison(headline, report, evaluation)
+    comparison.write_csv(out / "paper_comparison.csv")
+    (out / "paper_comparison.md").write_text(tables.to_markdown(comparison, decimals))
+    sections += ["## Comparison with the paper", ""]
+    if comparison.is_empty():
+        sections += ["No experiment is tagged with a paper cell (report.experiments.<name>.paper).", ""]
+    else:
+        if not comparison["same_tasks_and_metrics"].all():
+            sections += [
+                "Our mean is over different tasks or metrics than the paper's 8 tasks, so the "
+                "difference is not a like-for-like comparison.",
+                "",
+            ]
+        sections += [tables.to_markdown(comparison, decimals)]
+
+    # Diversity vs accuracy (Figure 1 and one figure per baseline metric).
+    plots = out / "plots"
+    plots.mkdir()
+    correlation_rows = []
+    figure_lines: list[str] = []
+    metrics_present = sorted(set(diversity["metric"].to_list())) if diversity.height else []
+    baselines = (
+        report.baseline_metrics
+        if report.baseline_metrics is not None
+        else [m for m in metrics_present if m != report.llm_cluster_metric]
+    )
+    for metric in [report.llm_cluster_metric, *baselines]:
+        points = diversity_points(headline, diversity, metric)
+        if points.is_empty():
+            if metric == report.llm_cluster_metric and diversity.height:
+                log.warning("no %s score among the diversity inputs: Figure 1 skipped", metric)
+            continue
+        fits = correlations_for(points)
+        for stage, fit in fits.items():
+            correlation_rows.append({"metric": metric, "model_stage": stage, **fit.as_dict()})
+        for stage in fits:  # one file per series: DVC draws each file of a folder as one series
+            points.filter(pl.col("model_stage") == stage).write_csv(
+                _mkdir(plots / f"accuracy_vs_{_safe(metric)}") / f"{stage}.csv"
+            )
+        stem = (
+            f"figure1_accuracy_vs_{_safe(metric)}"
+            if metric == report.llm_cluster_metric
+            else f"accuracy_vs_{_safe(metric)}"
+        )
+        title = f"Accuracy vs {metric}" + (
+            " (LLM cluster-agent; the paper's Figure 1)" if metric == report.llm_cluster_metric else ""
+        )
+        path = figures.scatter_with_fit(
+            points, fits, metric, title, accuracy_label, out / "figures" / f"{stem}.png"
+        )
+        if path is not None:
+            figure_lines.append(f"![{title}](figures/{path.name})")
+    correlation_frame = pl.DataFrame(
+        correlation_rows,
+        schema={
+            "metric": pl.String,
+            "model_stage": pl.String,
+            "n": pl.Int64,
+            "pearson_r": pl.Float64,
+            "pearson_p": pl.Float64,
+            "spearman_r": pl.Float64,
+            "spearman_p": pl.Float64,
+            "slope": pl.Float64,
+            "intercept": pl.Float64,
+            "reason": pl.String,
+        },
+    )
+    correlation_frame.write_csv(out / "correlations.csv")
+    sections += ["## Diversity and accuracy", ""]
+    if correlation_frame.is_empty():
+        sections += [
+            "No diversity scores were given (--diversity), or none matches an evaluated experiment.",
+            "",
+        ]
+    else:
+        sections += [tables.to_markdown(correlation_frame, 3), *figure_lines, ""]
+
+    ratio = _ratio_points(headline, report)
+    if ratio.height:
+        for stage in sorted(set(ratio["model_stage"].to_list())):
+            ratio.filter(pl.col("model_stage") == stage).write_csv(_mkdir(plots / "ratio") / f"{stage}.csv")
+        path = figures.ratio_curve(ratio, accuracy_label, out / "figures" / "ratio.png")
+        sections += ["## Ratio study curve", "", f"![Ratio study](figures/{path.name})" if path else "", ""]
+
+    sections += ["## Training loss", ""]
+    for stage in sorted(set(curves["stage"].to_list())) if curves.height else []:
+        path = figures.loss_curves(curves, stage, out / "figures" / f"loss_{_safe(stage)}.png")
+        for experiment in sorted(set(curves.filter(pl.col("stage") == stage)["experiment"].to_list())):
+            (
+                curves.filter((pl.col("stage") == stage) & (pl.col("experiment") == experiment))
+                .select("step", "loss")
+                .sort("step")
+                .write_csv(_mkdir(plots / "loss" / _safe(stage)) / f"{_safe(experiment)}.csv")
+            )
+        if path is not None:
+            sections.append(f"![Training loss ({stage})](figures/{path.name})")
+    if not curves.height:
+        sections.append("No training-metrics CSVs were given (--train-metrics).")
+    sections += ["", "## Inputs", ""] + [
+        f"- {r.experiment} ({r.model_stage}): `{'/'.join(r.path.parts[-3:])}`" for r in records
+    ]
+
+    metrics = {
+        "mean": {
+            stage: {
+                r["experiment"]: r[collect.MEAN_TASK]
+                for r in headline.iter_rows(named=True)
+                if r["model_stage"] == stage
+            }
+            for stage in ("pt", "sft")
+        },
+        "tasks": {
+            stage: {
+                r["experiment"]: {t: r[t] for t in evaluation.tasks}
+                for r in headline.iter_rows(named=True)
+                if r["model_stage"] == stage
+            }
+            for stage in ("pt", "sft")
+        },
+        "correlation": {
+            stage: {
+                row["metric"]: {k: row[k] for k in ("n", "pearson_r", "spearman_r")}
+                for row in correlation_rows
+                if row["model_stage"] == stage
+            }
+            for stage in ("pt", "sft")
+        },
+    }
+    (out / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2, sort_keys=True) + "\n")
+    (out / "report.md").write_text("\n".join(sections).rstrip() + "\n")
+    return {
+        "models": len(records),
+        "tables": written_tables,
+        "figures": len(list((out / "figures").glob("*.png"))) if (out / "figures").exists() else 0,
+        "correlations": correlation_frame.height,
+    }
+
+
+def _describe(task: str, evaluation: EvaluationConfig) -> str:
+    scoring = evaluation.scoring[task]
+    direction = "higher" if scoring.higher_is_better else "lower"
+    return f"{task}: {scoring.metric} ({direction} is better{', in %' if scoring.percent else ''})"
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _ratio_points(headline: pl.DataFrame, report: ReportConfig) -> pl.DataFrame:
+    tags = {name: tag.x for name, tag in report.tags("ratio")}
+    rows = [
+        {
+            "x": tags[r["experiment"]],
+            "model_stage": r["model_stage"],
+            "accuracy": r[collect.MEAN_TASK],
+            "experiment": r["experiment"],
+        }
+        for r in headline.iter_rows(named=True)
+        if r["experiment"] in tags
+    ]
+    return pl.DataFrame(
+        rows,
+        schema={"x": pl.Float64, "model_stage": pl.String, "accuracy": pl.Float64, "experiment": pl.String},
+    ).sort("model_stage", "x")
+
+
+def run(args: argparse.Namespace) -> None:
+    config = load_checked_config(args.config)
+    report, evaluation = report_config(config), evaluation_config(config)
+    params = read_params(config, PARAM_KEYS, report=report, evaluation=evaluation)
+    evals, diversity_paths, curve_paths = (
+        sorted(set(paths or [])) for paths in (args.evals, args.diversity, args.train_metrics)
+    )
+    records = collect.load_evals(evals)
+    diversity = collect.load_diversity(diversity_paths)
+    curves = collect.load_curves(curve_paths)
+    inputs = {f"evals_{i}": p for i, p in enumerate(evals)}
+    inputs.update({f"diversity_{i}": p for i, p in enumerate(diversity_paths)})
+    inputs.update({f"train_metrics_{i}": p for i, p in enumerate(curve_paths)})
+    with build_artifact(
+        args.out, stage="report", params=params, inputs=inputs, code_files=CODE_FILES,
+        fingerprint=job_fingerprint(config, "report"),
+    ) as artifact:
+        counts = build(
+            records, diversity, curves, report, evaluation, artifact.path, list(config.experiments)
+        )
+        artifact.counts.update(counts)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--evals",
+        type=Path,
+        nargs="+",
+        action="extend",
+        required=True,
+        help="evaluate artifacts, or folders holding them (repeatable; --evals-<name> PATH too)",
+    )
+    parser.add_argument(
+        "--diversity",
+        type=Path,
+        nargs="*",
+        action="extend",
+        default=[],
+        help="diversity artifacts, or folders holding them (repeatable; --diversity-<name> too)",
+    )
+    parser.add_argument(
+        "--train-metrics",
+        type=Path,
+        nargs="*",
+        action="extend",
+        default=[],
+        help="artifacts (or folders of them) with per-step CSVs: step, loss, ... "
+        "(repeatable; --train-metrics-<name> too)",
+    )
