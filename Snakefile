@@ -10,6 +10,9 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
+report: "workflow_scripts/report/captions/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/topics.smk"
 include: "rules/real_corpus.smk"

@@ -5,7 +5,12 @@ rule report:
     input:
         unpack(stage_input("report")),
     output:
-        stage_output("report"),
+        report(
+            stage_output("report"),
+            patterns=["figures/{name}.png"],
+            caption="../workflow_scripts/report/captions/figure1.rst",
+            category="Figures",
+        ),
     params:
         command=stage_command("report"),
     log:

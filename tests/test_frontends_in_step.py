@@ -37,10 +37,16 @@ def test_snakemake_jobs_match_dvc_stages(project):
 
 def test_every_stage_depends_on_its_own_code():
     for job in plan(load_config(REPO / "params.yaml")):
-        module = job.cmd.split(" -m ")[1].split()[0].replace(".", "/")
-        module_file = f"{module}.py" if (REPO / f"{module}.py").is_file() else f"{module}/__main__.py"
+        words = job.cmd.split(" -m ")[1].split()
+        module = words[0].replace(".", "/")
+        if (REPO / f"{module}.py").is_file():
+            module_file = f"{module}.py"
+        else:  # a package: its entry point, or the module its subcommand runs
+            module_file = f"{module}/__main__.py"
         assert (REPO / module_file).is_file(), module_file
-        assert any(module_file == dep or module_file.startswith(dep + "/") for dep in job.deps), job.name
+        covered = [dep for dep in job.deps if module_file == dep or module_file.startswith(dep + "/")
+                   or dep.startswith(module + "/")]
+        assert covered, job.name
 
 
 def test_paper_config_renders_dvc_stages_reading_its_own_params():

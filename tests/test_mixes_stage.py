@@ -139,15 +139,17 @@ integrated = "mixes" in PipelineConfig.model_fields and "mix" in ExperimentSpec.
 def test_cli(tmp_path, tokens, capsys):
     real_dir, syn_dir = tokens
     raw = minimal_config(mixes={"total_tokens": 6000, "seq_length": 32})
-    raw["experiments"]["real_only"] = {"mix": {"synthetic_effective_tokens": 1000}}
+    raw["experiments"]["syn"] = {"synthetic": {"topics": 1, "generations_per_topic": 1, "template": "topic",
+                                               "generator": "gen"},
+                                 "mix": {"synthetic_effective_tokens": 1000}}
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(raw))
-    common = ["--config", str(config), "--experiment", "real_only", "--real-tokens", str(real_dir)]
+    common = ["--config", str(config), "--experiment", "syn", "--real-tokens", str(real_dir)]
     assert main([*common, "--synthetic-tokens", str(syn_dir), "--out", str(tmp_path / "mix")]) == 0
     blend = read_blend(tmp_path / "mix")
     assert blend.sources[-1].effective_tokens == 1000
     manifest = read_manifest(tmp_path / "mix")
     assert manifest.params["mixes"]["total_tokens"] == 6000
-    assert manifest.params["experiments.real_only.mix"]["synthetic_effective_tokens"] == 1000
+    assert manifest.params["experiments.syn.mix"]["synthetic_effective_tokens"] == 1000
     assert main([*common, "--out", str(tmp_path / "mix2")]) == 2  # synthetic asked for, none given
     assert "no synthetic tokens" in capsys.readouterr().err

@@ -22,18 +22,35 @@ ONE_EXPERIMENT_TOPICS = (
     "topics: 8, generations_per_topic: 2, template: topic,", "topics: 9, generations_per_topic: 2, template: topic,"
 )
 SHARED_CORPUS_PARAM = ("max_chars: 1500000", "max_chars: 1400000")
-LAST_STAGE_ONLY_PARAM = ("num_attention_heads: 2, seed: 3}", "num_attention_heads: 2, seed: 4}")
+LAST_STAGE_ONLY_PARAM = ("row: T=16, column: G=2", "row: T=16 (twice the topics), column: G=2")
+
+EXPERIMENTS = ["real_only", "topic_t8_g2", "topic_t16_g2", "topic_t8_g4", "persona_t8_g2"]
+SYNTHETIC = EXPERIMENTS[1:]
+TRAINING = ["mix", "pretrain", "convert", "sft", "evaluate_pt", "evaluate_sft"]
+
+
+def jobs(stages: list[str], experiments: list[str]) -> set[str]:
+    return {f"{stage}--{experiment}" for stage in stages for experiment in experiments}
+
+
+AFTER_ONE_EXPERIMENT = (
+    jobs(["sample_topics", "generate", "diversity", "tokenize_synthetic", *TRAINING], ["topic_t8_g2"])
+    | {"diversity_summary", "report"}
+)
+AFTER_THE_REAL_CORPUS = (
+    {"real_corpus", "local_models", "tokenize_real", "eval_tasks", "diversity_summary", "report"}
+    | jobs(["generate", "diversity", "tokenize_synthetic"], SYNTHETIC) | jobs(TRAINING, EXPERIMENTS)
+)
 
 # edit -> (the jobs Snakemake plans, the stages a DVC dry run lists). DVC decides about a downstream
 # stage only once its upstream has run and changed content, so its dry run lists the stages whose own
 # dependencies changed; test_dvc_reruns_the_same_jobs_as_snakemake runs one edit for real.
 EXPECTED_RERUNS = {
     "one experiment's topic count": (
-        ONE_EXPERIMENT_TOPICS, {"sample_topics--topic_t8_g2"}, {"sample_topics--topic_t8_g2"}),
-    "a shared corpus parameter": (
-        SHARED_CORPUS_PARAM, {"real_corpus", "local_models"}, {"real_corpus"}),
-    "a parameter only the last stage reads": (
-        LAST_STAGE_ONLY_PARAM, {"local_models"}, {"local_models"}),
+        ONE_EXPERIMENT_TOPICS, AFTER_ONE_EXPERIMENT,
+        {"sample_topics--topic_t8_g2", "generate--topic_t8_g2", "report"}),
+    "a shared corpus parameter": (SHARED_CORPUS_PARAM, AFTER_THE_REAL_CORPUS, {"real_corpus"}),
+    "a parameter only the last stage reads": (LAST_STAGE_ONLY_PARAM, {"report"}, {"report"}),
 }
 
 
@@ -87,7 +104,7 @@ def test_an_edit_reruns_exactly_the_dependent_jobs(snakemake_build, dvc_build, e
 def test_dvc_reruns_the_same_jobs_as_snakemake(dvc_build, tmp_path):
     project = tmp_path / "copy"
     shutil.copytree(dvc_build, project, symlinks=True)
-    (old, new), by_snakemake, _ = EXPECTED_RERUNS["a shared corpus parameter"]
+    (old, new), by_snakemake, _ = EXPECTED_RERUNS["one experiment's topic count"]
     edit_yaml_text(project / "params.yaml", old, new)
     output = run(project, "dvc", "repro").stdout
     assert set(re.findall(r"Running stage '([^']+)'", output)) == by_snakemake
@@ -98,7 +115,7 @@ def test_editing_a_stage_s_code_reruns_that_stage_and_its_dependents(snakemake_b
     original = code.read_text()
     try:
         code.write_text(original + "\n# a change\n")
-        assert snakemake_planned_jobs(snakemake_build) == {"real_corpus", "local_models"}
+        assert snakemake_planned_jobs(snakemake_build) == AFTER_THE_REAL_CORPUS
     finally:
         code.write_text(original)
 
@@ -119,7 +136,7 @@ def test_share_through_a_dvc_remote_then_fresh_clone_has_nothing_to_do(dvc_build
     assert _artifact_files(clone) == _artifact_files(dvc_build)
     # Snakemake has no metadata in the clone; an edit must still rerun what it touches.
     edit_yaml_text(clone / "params.yaml", *ONE_EXPERIMENT_TOPICS)
-    assert snakemake_planned_jobs(clone) == {"sample_topics--topic_t8_g2"}
+    assert snakemake_planned_jobs(clone) == AFTER_ONE_EXPERIMENT
 
 
 def test_caches_stay_inside_the_project(snakemake_build):

@@ -114,7 +114,8 @@ def test_stage_cli_writes_an_artifact_and_refuses_foreign_generations(tiny_llama
 
     config = write_config(
         tmp_path,
-        experiments={"real_only": {}, "syn": {}},
+        experiments={"real_only": {}, "syn": {"synthetic": {"topics": 1, "generations_per_topic": 1,
+                                                             "template": "topic", "generator": "gen"}}},
         sft={
             "sources": [{"type": "generated_mcq", "experiment": "syn"}],
             "epochs": 1,

@@ -47,6 +47,20 @@ def dvc_params(raw: dict, keys: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(k for k in (present_key(raw, key) for key in keys) if k))
 
 
+def report_views(config) -> dict:
+    """Top-level ``metrics`` and ``plots`` over the report artifact, for `dvc metrics/plots show`."""
+    report = f"{config.data_root}/report"
+    metrics = sorted(set(config.diversity.metrics))
+    plots = [{f"{report}/plots/accuracy_vs_{metric}": {"x": "score", "y": "accuracy", "template": "scatter"}}
+             for metric in metrics]
+    plots += [{f"{report}/plots/loss/{stage}": {"x": "step", "y": "loss"}} for stage in ("pretrain", "sft")]
+    tags = [t for v in config.report.experiments.values() for t in (v if isinstance(v, list) else [v])]
+    if any(tag.table == "ratio" for tag in tags):
+        plots.append({f"{report}/plots/ratio": {"x": "x", "y": "accuracy"}})
+    plots.append(f"{report}/figures")
+    return {"metrics": [f"{report}/metrics.json"], "plots": plots}
+
+
 def render(config_file: str) -> str:
     config = load_config(config_file)
     raw = yaml.safe_load(Path(config_file).read_text())
@@ -60,7 +74,8 @@ def render(config_file: str) -> str:
             "params": params,
             "outs": [job.out],
         }
-    body = yaml.safe_dump({"stages": stages}, sort_keys=False, width=1000)
+    document = {"stages": stages, **report_views(config)} if "report" in stages else {"stages": stages}
+    body = yaml.safe_dump(document, sort_keys=False, width=1000)
     return HEADER.format(config=config_file) + body
 
 

@@ -119,8 +119,8 @@ def _mix_inputs(config: PipelineConfig, experiment: str | None) -> dict[str, str
 def _sft_inputs(config: PipelineConfig, experiment: str | None) -> dict[str, str]:
     inputs = {"model": artifact(config, "convert", experiment)}
     source = config.sft.generations_experiment(experiment)
-    if source is not None:
-        inputs["generations"] = artifact(config, "generate", source)
+    if source is not None and config.experiments[source].synthetic is not None:
+        inputs["generations"] = artifact(config, "generate", source)  # else the stage says what is missing
     return inputs
 
 

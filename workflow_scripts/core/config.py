@@ -223,7 +223,7 @@ class PipelineConfig(Section):
     generate: GenerationConfig = GenerationConfig()
     diversity: DiversityConfig = DiversityConfig()
     tokenize: TokenizeConfig = TokenizeConfig()
-    mixes: MixConfig
+    mixes: MixConfig | None = Field(None, description="required by the mix stage and everything after it")
     pretrain: PretrainConfig = PretrainConfig()
     sft: SFTConfig = SFTConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
