@@ -29,5 +29,5 @@ include: "rules/report.smk"
 
 rule all:
     input:
-        [job.out for job in JOBS.values()],
+        pipeline.final_outputs(JOBS.values()),
     default_target: True

@@ -45,3 +45,27 @@ def tiny_llama_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     out = tmp_path_factory.mktemp("tiny_llama") / "model"
     return save_tiny_llama(TinyLlama(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                      num_attention_heads=4, max_position_embeddings=512), tiny_tokenizer, out)
+
+
+# --- whole default pipeline builds, shared by the slow end-to-end tests (one of each per session) ---------
+
+
+@pytest.fixture(scope="session")
+def snakemake_build(tmp_path_factory) -> Path:
+    """A copy of the project with the default pipeline built by `snakemake --cores 2`. Do not modify:
+    tests that change it work on a copy (copy_built_project)."""
+    from tests.project import copy_project, run
+
+    project = copy_project(tmp_path_factory.mktemp("snakemake_build"))
+    run(project, "snakemake", "--cores", "2")
+    return project
+
+
+@pytest.fixture(scope="session")
+def dvc_build(tmp_path_factory) -> Path:
+    """A copy of the project with the default pipeline built by `dvc repro`. Do not modify (see above)."""
+    from tests.project import copy_project, run
+
+    project = copy_project(tmp_path_factory.mktemp("dvc_build"))
+    run(project, "dvc", "repro")
+    return project

@@ -53,6 +53,13 @@ def copy_project(destination: Path) -> Path:
     return destination
 
 
+def copy_built_project(built: Path, destination: Path) -> Path:
+    """A private copy of a built project (data, DVC cache and Snakemake state included)."""
+    shutil.copytree(built, destination, symlinks=True)
+    run(destination, "dvc", "config", "--local", "core.site_cache_dir", str(destination / ".cache" / "dvc-site"))
+    return destination
+
+
 def snakemake_planned_jobs(project: Path, *extra: str) -> set[str]:
     """Job names (``stage`` or ``stage--experiment``) a dry run would execute."""
     result = run(project, "snakemake", "-n", *extra)

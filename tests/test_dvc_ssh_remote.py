@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.project import copy_project, dvc_planned_stages, run, snakemake_planned_jobs
+from tests.project import copy_built_project, dvc_planned_stages, run, snakemake_planned_jobs
 from tests.slurm_cluster import INSTALL_SCRIPT, free_port, stop_process, wait_until
 from workflow_scripts.core.artifacts import verify_files
 
@@ -155,10 +155,9 @@ def _commit(project: Path, message: str) -> None:
 
 
 def test_push_over_ssh_then_a_fresh_clone_pulls_everything_and_has_nothing_to_do(
-    ssh_server, ssh_home, tmp_path
+    ssh_server, ssh_home, tmp_path, dvc_build
 ):
-    build = copy_project(tmp_path / "build")
-    run(build, "dvc", "repro")
+    build = copy_built_project(dvc_build, tmp_path / "build")
     built = _file_hashes(build)
     assert built, "the default run produced no artifacts"
 

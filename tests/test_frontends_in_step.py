@@ -54,3 +54,18 @@ def test_paper_config_renders_dvc_stages_reading_its_own_params():
     assert "configs/paper.yaml:" in text
     assert "--config configs/paper.yaml" in text
     assert "data/paper/topics/samples/t300k_g20" in text
+
+
+def test_readme_rule_graph_is_current(project):
+    from tests.project import run
+
+    assert run(project, "snakemake", "--rulegraph").stdout == (REPO / "docs" / "rulegraph.dot").read_text(), (
+        "docs/rulegraph.dot is out of date: run `bash scripts/rulegraph.sh`"
+    )
+
+
+def test_workflow_lints_clean(project):
+    from tests.project import run
+
+    result = run(project, "snakemake", "--lint")
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.project import (
-    copy_project, dvc_planned_stages, edit_yaml_text, run, snakemake_planned_jobs,
+    copy_built_project, dvc_planned_stages, edit_yaml_text, run, snakemake_planned_jobs,
 )
 
 pytestmark = pytest.mark.slow
@@ -54,20 +54,6 @@ EXPECTED_RERUNS = {
 }
 
 
-@pytest.fixture(scope="module")
-def snakemake_build(tmp_path_factory) -> Path:
-    project = copy_project(tmp_path_factory.mktemp("snakemake"))
-    run(project, "snakemake", "--cores", "2")
-    return project
-
-
-@pytest.fixture(scope="module")
-def dvc_build(tmp_path_factory) -> Path:
-    project = copy_project(tmp_path_factory.mktemp("dvc"))
-    run(project, "dvc", "repro")
-    return project
-
-
 def _artifact_files(project: Path) -> dict[str, dict[str, str]]:
     return {manifest.parent.relative_to(project).as_posix(): json.loads(manifest.read_text())["files"]
             for manifest in sorted((project / "data").rglob("manifest.json"))}
@@ -102,15 +88,14 @@ def test_an_edit_reruns_exactly_the_dependent_jobs(snakemake_build, dvc_build, e
 
 
 def test_dvc_reruns_the_same_jobs_as_snakemake(dvc_build, tmp_path):
-    project = tmp_path / "copy"
-    shutil.copytree(dvc_build, project, symlinks=True)
+    project = copy_built_project(dvc_build, tmp_path / "copy")
     (old, new), by_snakemake, _ = EXPECTED_RERUNS["one experiment's topic count"]
     edit_yaml_text(project / "params.yaml", old, new)
     output = run(project, "dvc", "repro").stdout
     assert set(re.findall(r"Running stage '([^']+)'", output)) == by_snakemake
 
 
-def test_editing_a_stage_s_code_reruns_that_stage_and_its_dependents(snakemake_build):
+def test_editing_a_stage_s_code_reruns_that_stage_and_its_dependents(snakemake_build):  # reverted below
     code = snakemake_build / "workflow_scripts" / "real_corpus.py"
     original = code.read_text()
     try:
@@ -121,6 +106,7 @@ def test_editing_a_stage_s_code_reruns_that_stage_and_its_dependents(snakemake_b
 
 
 def test_share_through_a_dvc_remote_then_fresh_clone_has_nothing_to_do(dvc_build, tmp_path):
+    dvc_build = copy_built_project(dvc_build, tmp_path / "build")
     remote = tmp_path / "remote"
     run(dvc_build, "dvc", "remote", "add", "-d", "shared", str(remote))
     run(dvc_build, "git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.project import copy_project, environment, run, snakemake_planned_jobs
+from tests.project import copy_project, environment, snakemake_planned_jobs
 from tests.slurm_cluster import SlurmCluster, SlurmUnavailable, ensure_installed, start
 
 pytestmark = pytest.mark.slow
@@ -186,10 +186,8 @@ def slurm_build(cluster, project):
 
 
 @pytest.fixture(scope="module")
-def local_build(tmp_path_factory) -> Path:
-    project = copy_project(tmp_path_factory.mktemp("local_project"))
-    run(project, "snakemake", "--profile", "profiles/local", "--cores", "2")
-    return project
+def local_build(snakemake_build) -> Path:
+    return snakemake_build  # the session's local build of the default pipeline
 
 
 def test_every_job_of_the_default_pipeline_ran_as_a_slurm_job(cluster, project, slurm_build):

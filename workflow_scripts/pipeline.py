@@ -417,3 +417,10 @@ def job_fingerprint(config: PipelineConfig, stage: str, experiment: str | None =
     """The job's fingerprint, or "" when this configuration's plan has no such job (a stage run by hand)."""
     name = job_name(stage, experiment)
     return next((job.fingerprint for job in plan(config) if job.name == name), "")
+
+
+def final_outputs(jobs: list[Job] | object) -> list[str]:
+    """Outputs no other job consumes (the report, the diversity table): building them builds everything."""
+    jobs = list(jobs)
+    consumed = {path for job in jobs for path in job.inputs.values()}
+    return [job.out for job in jobs if job.out not in consumed]

@@ -23,12 +23,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from workflow_scripts.core.artifacts import InputError, build_artifact, read_manifest
 from workflow_scripts.core.cli import add_common_arguments, run_main
-from workflow_scripts.core.config import ConfigError, PipelineConfig, load_config, lookup, parse_config
-from workflow_scripts.diversity.config import PARAM_KEYS, DiversityConfig, check_references, diversity_config
+from workflow_scripts.core.config import ConfigError, PipelineConfig, load_config, lookup
+from workflow_scripts.diversity.config import PARAM_KEYS, DiversityConfig
 
 log = logging.getLogger(__name__)
 
@@ -42,25 +41,12 @@ def code_files() -> list[Path]:
 
 
 def load_stage_config(path: Path, experiment: str | None = None) -> tuple[PipelineConfig, DiversityConfig]:
-    """The pipeline config and its diversity section (read from the YAML while core does not declare it)."""
-    if "diversity" in PipelineConfig.model_fields:
-        config = load_config(path)
-        raw = None
-    else:
-        if not Path(path).is_file():
-            raise ConfigError(f"configuration file {path} does not exist")
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-        rest = {k: v for k, v in raw.items() if k != "diversity"} if isinstance(raw, dict) else raw
-        config = parse_config(rest, str(path))
-    try:
-        section = diversity_config(config, raw)
-        check_references(section, config.models)
-    except ValueError as error:
-        raise ConfigError(f"invalid configuration {path}: diversity: {error}") from None
+    """The validated pipeline config and its diversity section."""
+    config = load_config(path)
     if experiment is not None and experiment not in config.experiments:
         raise ConfigError(f"{path}: experiment {experiment!r} is not in the grid "
                           f"(known: {sorted(config.experiments)})")
-    return config, section
+    return config, config.diversity
 
 
 def stage_params(config: PipelineConfig, section: DiversityConfig) -> dict[str, Any]:
@@ -71,12 +57,12 @@ def stage_params(config: PipelineConfig, section: DiversityConfig) -> dict[str, 
 
 
 def identity(config: PipelineConfig, section: DiversityConfig, experiment: str | None) -> dict[str, Any]:
-    """build_artifact's identity: the pipeline plan's when the stage is wired there, else our own."""
-    try:
-        from workflow_scripts.pipeline import job_identity
+    """build_artifact's identity: the pipeline plan's for a job in it, else this stage's own view."""
+    from workflow_scripts.pipeline import job_identity
 
+    try:
         return job_identity(config, STAGE, experiment)
-    except (KeyError, AttributeError, ImportError):
+    except KeyError:  # run by hand on an experiment without synthetic data in the plan
         return {"params": stage_params(config, section), "stage": STAGE, "experiment": experiment,
                 "code_files": code_files()}
 

@@ -20,8 +20,8 @@ import polars as pl
 
 from workflow_scripts.core.artifacts import ArtifactError, build_artifact, read_manifest
 from workflow_scripts.core.cli import add_common_arguments, run_main
-from workflow_scripts.diversity.config import METRICS, SUMMARY_PARAM_KEYS
-from workflow_scripts.diversity.stage import STAGE, code_files, load_stage_config
+from workflow_scripts.diversity.config import METRICS
+from workflow_scripts.diversity.stage import STAGE, load_stage_config
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +81,10 @@ def run(args: argparse.Namespace) -> None:
     config, _ = load_stage_config(args.config)
     artifacts = list(dict.fromkeys(args.diversity))
     table = collect(artifacts)
-    try:
-        from workflow_scripts.pipeline import job_identity
+    from workflow_scripts.pipeline import job_fingerprint
 
-        identity = job_identity(config, SUMMARY_STAGE)
-    except (KeyError, AttributeError, ImportError):
-        identity = {"params": {k: None for k in SUMMARY_PARAM_KEYS}, "stage": SUMMARY_STAGE,
-                    "code_files": code_files()}
+    identity = {"params": {}, "stage": SUMMARY_STAGE, "code_files": [Path(__file__)],
+                "fingerprint": job_fingerprint(config, SUMMARY_STAGE)}
     # named like the pipeline's inputs (diversity_<experiment>), so the manifest can be checked against the plan
     inputs = {f"diversity_{read_manifest(path).experiment}": path for path in artifacts}
     with build_artifact(args.out, inputs=inputs, **identity) as artifact:
