@@ -1,4 +1,23 @@
-# Topics: normalise and deduplicate the topic hierarchy, then sample T topics per experiment.
+# Topics: extract topics from real pages (optional), normalise and deduplicate the hierarchy, then sample
+# T topics per experiment.
+
+
+rule topic_extraction:
+    input:
+        unpack(stage_input("topic_extraction")),
+    output:
+        stage_output("topic_extraction"),
+    params:
+        command=stage_command("topic_extraction"),
+    log:
+        stage_log("topic_extraction"),
+    threads: stage_threads("topic_extraction")
+    resources:
+        **stage_resources("topic_extraction"),
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "{params.command}"
 
 
 rule topics:

@@ -37,9 +37,10 @@ AFTER_ONE_EXPERIMENT = (
     jobs(["sample_topics", "generate", "diversity", "tokenize_synthetic", *TRAINING], ["topic_t8_g2"])
     | {"diversity_summary", "report"}
 )
-AFTER_THE_REAL_CORPUS = (
-    {"real_corpus", "local_models", "tokenize_real", "eval_tasks", "diversity_summary", "report"}
-    | jobs(["generate", "diversity", "tokenize_synthetic"], SYNTHETIC) | jobs(TRAINING, EXPERIMENTS)
+AFTER_THE_REAL_CORPUS = (  # topics too: the catalog merges topics an LLM extracted from real pages
+    {"real_corpus", "local_models", "topic_extraction", "topics", "tokenize_real", "eval_tasks",
+     "diversity_summary", "report"}
+    | jobs(["sample_topics", "generate", "diversity", "tokenize_synthetic"], SYNTHETIC) | jobs(TRAINING, EXPERIMENTS)
 )
 
 # edit -> (the jobs Snakemake plans, the stages a DVC dry run lists). DVC decides about a downstream

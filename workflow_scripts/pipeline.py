@@ -156,22 +156,25 @@ def _generate_inputs(config: PipelineConfig, experiment: str | None) -> dict[str
     return inputs
 
 
+def _extraction_keys(config: PipelineConfig, experiment: str | None) -> tuple[str, ...]:
+    from workflow_scripts.generate.topic_extraction import PARAM_KEYS, extraction_model
+
+    model = extraction_model(config, config.generate.topic_extraction)
+    return tuple(key.format(model=model) for key in PARAM_KEYS)
+
+
+def _extraction_inputs(config: PipelineConfig, experiment: str | None) -> dict[str, str]:
+    from workflow_scripts.generate.topic_extraction import extraction_model
+
+    inputs = {"pages": artifact(config, "real_corpus")}
+    if config.models[extraction_model(config, config.generate.topic_extraction)].local is not None:
+        inputs["models"] = artifact(config, "local_models")
+    return inputs
+
+
 STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in [
-        Stage(
-            name="topics", module="workflow_scripts.topics", subcommand="catalog",
-            out="topics/catalog", params=("topics",),
-            code=("workflow_scripts/topics.py", "workflow_scripts/resources/topics.json"),
-            externals=_topic_files,
-        ),
-        Stage(
-            name="sample_topics", module="workflow_scripts.topics", subcommand="sample",
-            out="topics/samples/{experiment}", params=("seed", "experiments.{experiment}.synthetic.topics"),
-            code=("workflow_scripts/topics.py",),
-            inputs=lambda c, e: {"catalog": artifact(c, "topics")},
-            experiments=_synthetic,
-        ),
         Stage(
             name="real_corpus", module="workflow_scripts.real_corpus",
             out="real_corpus", params=("real_corpus",),
@@ -184,6 +187,28 @@ STAGES: dict[str, Stage] = {
             code=("workflow_scripts/local_models.py",),
             inputs=lambda c, e: {"corpus": artifact(c, "real_corpus")},
             enabled=lambda c: bool(c.local_models.models),
+        ),
+        Stage(
+            name="topic_extraction", module="workflow_scripts.generate.topic_extraction",
+            out="topics/extracted", params=_extraction_keys,
+            code=("workflow_scripts/generate/topic_extraction.py", "workflow_scripts/generate/llm.py",
+                  "workflow_scripts/generate/cache.py", "workflow_scripts/generate/backends"),
+            inputs=_extraction_inputs, enabled=lambda c: c.topics.extract_from_corpus,
+            options=lambda c: {"cache": f"{c.data_root}/llm_cache"},
+        ),
+        Stage(
+            name="topics", module="workflow_scripts.topics", subcommand="catalog",
+            out="topics/catalog", params=("topics",),
+            code=("workflow_scripts/topics.py", "workflow_scripts/resources/topics.json"),
+            externals=_topic_files,
+            inputs=lambda c, e: {"extracted": artifact(c, "topic_extraction")} if c.topics.extract_from_corpus else {},
+        ),
+        Stage(
+            name="sample_topics", module="workflow_scripts.topics", subcommand="sample",
+            out="topics/samples/{experiment}", params=("seed", "experiments.{experiment}.synthetic.topics"),
+            code=("workflow_scripts/topics.py",),
+            inputs=lambda c, e: {"catalog": artifact(c, "topics")},
+            experiments=_synthetic,
         ),
         Stage(
             name="generate", module="workflow_scripts.generate",

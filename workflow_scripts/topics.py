@@ -1,7 +1,8 @@
 """Stage: the topic catalog and the per-experiment topic samples.
 
 ``catalog``: read topic files in the paper's format (``{"Domain/Sub/.../leaf": ["keyword", ...]}``;
-``builtin`` is the hierarchy shipped with this project), normalise paths and keywords, drop topics with
+``builtin`` is the hierarchy shipped with this project) and, with ``--extracted``, the topics an LLM
+extracted from real-corpus pages (the paper's method; ``topics.extract_from_corpus``), normalise paths and keywords, drop topics with
 too few keywords, merge exact duplicates (same normalised path) and near duplicates (Jaccard similarity
 of path-leaf + keyword tokens at or above ``topics.near_duplicate_threshold``, candidates found by
 MinHash LSH so the paper's 620K topics stay tractable), and write ``topics.parquet`` + ``topics.json``.
@@ -220,6 +221,10 @@ def run_catalog(args: argparse.Namespace) -> None:
         source = BUILTIN if file == builtin_topics_file() else file.as_posix()
         records += [(path, keywords, source) for path, keywords in read_topic_file(file)]
     inputs = {f"topics_{i}": f for i, f in enumerate(files)}
+    if args.extracted is not None:
+        read_manifest(args.extracted, stage="topic_extraction")
+        records += [(path, keywords, "extracted") for path, keywords in read_topic_file(args.extracted / "topics.json")]
+        inputs["extracted"] = args.extracted
     with build_artifact(args.out, inputs=inputs, **job_identity(config, "topics")) as artifact:
         table, counts = build_catalog(records, config.topics)
         table.write_parquet(artifact.path / "topics.parquet")
@@ -253,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     catalog = commands.add_parser("catalog", help="normalise and deduplicate topic files into the catalog")
     add_common_arguments(catalog)
+    catalog.add_argument("--extracted", type=Path, default=None,
+                         help="topic_extraction artifact whose topics.json is merged into the catalog")
     catalog.set_defaults(body=run_catalog)
     sample = commands.add_parser("sample", help="sample T topics for one experiment")
     add_common_arguments(sample, experiment=True)

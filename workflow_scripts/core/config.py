@@ -94,6 +94,10 @@ class TopicsConfig(Section):
         ["builtin"], min_length=1,
         description="topic files (JSON/JSONL of {path: [keywords]}); 'builtin' is the shipped hierarchy",
     )
+    extract_from_corpus: bool = Field(
+        False, description="also extract topics from real-corpus pages with an LLM (the paper's method; "
+        "settings in generate.topic_extraction) and merge them into the catalog",
+    )
     min_keywords: int = Field(3, ge=0)
     near_duplicate_threshold: float = Field(
         0.85, gt=0, le=1, description="Jaccard similarity of path+keyword tokens above which topics merge"

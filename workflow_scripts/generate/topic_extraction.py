@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import polars as pl
 
 from workflow_scripts.core.artifacts import InputError, build_artifact
+from workflow_scripts.pipeline import job_fingerprint
 from workflow_scripts.core.cli import run_main, stage_parser
 from workflow_scripts.core.config import ConfigError, PipelineConfig, lookup
 from workflow_scripts.core.hashing import hash_value
@@ -194,11 +195,12 @@ def run(args: argparse.Namespace) -> None:
     inputs: dict[str, Path] = {"pages": args.pages}
     spec = config.models[model]
     if spec.local is not None and args.models is not None:
-        inputs["model"] = args.models / spec.local
+        inputs["models"] = args.models
     backend = LazyBackend(spec, args.models, generation.backend_for(model))
     with RequestCache(args.cache) as cache, build_artifact(
             args.out, stage=STAGE, params=params, inputs=inputs,
             code_files=[Path(__file__), Path(__file__).with_name("llm.py"), Path(__file__).with_name("cache.py")],
+            fingerprint=job_fingerprint(config, STAGE),
     ) as artifact:
         cached = CachedBackend(backend, cache)
         result = extract_topics(pages, cached, extraction, global_seed=config.seed,
