@@ -14,11 +14,16 @@ from workflow_scripts.core.config import load_config
 
 # A --configfile on the command line replaces params.yaml entirely (its experiment grid is not merged
 # into the default one); the stage commands receive that same file.
-CONFIG_FILE = (
-    Path(workflow.overwrite_configfiles[-1]).as_posix()
-    if workflow.overwrite_configfiles
-    else "params.yaml"
-)
+def _relative(path):
+    """Snakemake hands over --configfile paths made absolute; commands keep them relative to the project."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+CONFIG_FILE = _relative(workflow.overwrite_configfiles[-1]) if workflow.overwrite_configfiles else "params.yaml"
 CFG = load_config(CONFIG_FILE)
 JOBS = {job.name: job for job in pipeline.plan(CFG, CONFIG_FILE)}
 

@@ -260,3 +260,22 @@ def test_torchrun_starts_the_rule_s_number_of_processes_in_one_slurm_job(cluster
     assert len({r["pid"] for r in done["ranks"]}) == 2
     assert {r["slurm_job_id"] for r in done["ranks"]} == {job_id}
     assert {r["local_world_size"] for r in done["ranks"]} == {2}
+
+
+def test_the_pretrain_rule_launches_torchrun_with_the_processes_its_resources_ask_for(cluster, project, slurm_build):
+    """The real pre-training rule, given `resources.stages.pretrain: {cpus: 2, nproc: 2}`, runs as one SLURM
+    job of 2 cores in which torchrun starts 2 data-parallel processes (gloo on CPU)."""
+    params = project / "params.yaml"
+    default = "  default: {cpus: 1, mem_mb: 4000, runtime: 60}\n"
+    assert default in params.read_text()
+    params.write_text(params.read_text().replace(
+        default, default + "  stages:\n    pretrain: {cpus: 2, nproc: 2}\n"))
+    result = snakemake_on_slurm(cluster, project, "data/pretrain/real_only")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "torchrun --standalone --nnodes 1 --nproc_per_node 2 -m workflow_scripts.pretrain" in output, output
+    ((job_id, _log),) = submissions(output).items()
+    record = next(job for job in cluster.jobs() if job["JobId"] == job_id)
+    assert record["NumCPUs"] == "2" and record["JobState"] == "COMPLETED", record
+    manifest = json.loads((project / "data" / "pretrain" / "real_only" / "manifest.json").read_text())
+    assert manifest["info"]["world_size"] == 2
