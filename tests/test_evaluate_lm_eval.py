@@ -10,7 +10,6 @@ import shutil
 import polars as pl
 import pytest
 import torch
-from pydantic import create_model
 
 from workflow_scripts.core.artifacts import build_artifact, read_manifest
 from workflow_scripts.evaluate.__main__ import main
@@ -54,26 +53,10 @@ def corpus_texts() -> list[str]:
     return [" ".join(rng.choice(TOPICS[i % 6]) for _ in range(40)) for i in range(12)]
 
 
-@pytest.fixture()
-def sections(monkeypatch):
-    from workflow_scripts.core import config as core
-    from workflow_scripts.evaluate.config import EvaluationConfig
-    from workflow_scripts.report.config import ReportConfig
-    from workflow_scripts.sft.train import SFTConfig
-
-    missing = {
-        name: (cls, cls())
-        for name, cls in (("sft", SFTConfig), ("evaluation", EvaluationConfig), ("report", ReportConfig))
-        if name not in core.PipelineConfig.model_fields
-    }
-    if missing:
-        monkeypatch.setattr(
-            core, "PipelineConfig", create_model("PipelineConfig", __base__=core.PipelineConfig, **missing)
-        )
 
 
 @pytest.fixture()
-def setup(tmp_path, sections):
+def setup(tmp_path):
     from tests.helpers import write_config
 
     config = write_config(tmp_path, experiments={"real_only": {}}, evaluation=EVALUATION)

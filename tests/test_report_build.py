@@ -6,7 +6,6 @@ import json
 
 import polars as pl
 import pytest
-from pydantic import create_model
 
 from workflow_scripts.core.artifacts import build_artifact, read_manifest
 from workflow_scripts.report.__main__ import main
@@ -33,22 +32,6 @@ TAGS = {
 }
 
 
-@pytest.fixture()
-def sections(monkeypatch):
-    from workflow_scripts.core import config as core
-    from workflow_scripts.evaluate.config import EvaluationConfig
-    from workflow_scripts.report.config import ReportConfig
-    from workflow_scripts.sft.train import SFTConfig
-
-    missing = {
-        name: (cls, cls())
-        for name, cls in (("sft", SFTConfig), ("evaluation", EvaluationConfig), ("report", ReportConfig))
-        if name not in core.PipelineConfig.model_fields
-    }
-    if missing:
-        monkeypatch.setattr(
-            core, "PipelineConfig", create_model("PipelineConfig", __base__=core.PipelineConfig, **missing)
-        )
 
 
 def accuracy(experiment: str, stage: str) -> float:
@@ -121,7 +104,7 @@ def make_inputs(root):
             )
 
 
-def test_report_stage_writes_tables_figures_and_dvc_files(tmp_path, sections):
+def test_report_stage_writes_tables_figures_and_dvc_files(tmp_path):
     from tests.helpers import write_config
 
     make_inputs(tmp_path)
@@ -204,7 +187,7 @@ def test_report_stage_writes_tables_figures_and_dvc_files(tmp_path, sections):
     assert "![Accuracy vs cluster_agent" in text
 
 
-def test_report_refuses_evaluations_of_unknown_experiments(tmp_path, sections):
+def test_report_refuses_evaluations_of_unknown_experiments(tmp_path):
     from tests.helpers import write_config
 
     make_inputs(tmp_path)

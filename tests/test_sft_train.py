@@ -9,7 +9,6 @@ import json
 import polars as pl
 import pytest
 import torch
-from pydantic import create_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from workflow_scripts.core.artifacts import ArtifactError, build_artifact, read_manifest
@@ -54,22 +53,6 @@ def generations_dir(path, experiment: str):
     return path
 
 
-@pytest.fixture()
-def sections(monkeypatch):
-    """Declare the sft/evaluation/report sections on PipelineConfig when core does not yet (integration)."""
-    from workflow_scripts.core import config as core
-    from workflow_scripts.evaluate.config import EvaluationConfig
-    from workflow_scripts.report.config import ReportConfig
-
-    missing = {
-        name: (cls, cls())
-        for name, cls in (("sft", SFTConfig), ("evaluation", EvaluationConfig), ("report", ReportConfig))
-        if name not in core.PipelineConfig.model_fields
-    }
-    if missing:
-        monkeypatch.setattr(
-            core, "PipelineConfig", create_model("PipelineConfig", __base__=core.PipelineConfig, **missing)
-        )
 
 
 def test_fine_tuning_lowers_heldout_loss_and_saves_template_and_prompt(tiny_llama_dir, tmp_path):
@@ -109,7 +92,7 @@ def test_fine_tuning_lowers_heldout_loss_and_saves_template_and_prompt(tiny_llam
     assert len(rows) == facts["steps"] and float(rows[-1]["loss"]) < float(rows[0]["loss"])
 
 
-def test_stage_cli_writes_an_artifact_and_refuses_foreign_generations(tiny_llama_dir, tmp_path, sections):
+def test_stage_cli_writes_an_artifact_and_refuses_foreign_generations(tiny_llama_dir, tmp_path):
     from tests.helpers import write_config
 
     config = write_config(
