@@ -134,3 +134,13 @@ def test_caches_stay_inside_the_project(snakemake_build):
     run(snakemake_build, "snakemake", "-n")
     assert (snakemake_build / ".cache" / "snakemake").is_dir()
     assert not Path("/var/tmp/dvc").exists()
+
+
+def test_default_reports_say_their_models_are_tiny_and_random(snakemake_build):
+    report = (snakemake_build / "data" / "report" / "report.md").read_text()
+    summary = (snakemake_build / "data" / "diversity" / "summary" / "summary.md").read_text()
+    for text in (report, summary):
+        assert "tiny" in text and "randomly initialised" in text and "not the paper's science" in text
+    assert (snakemake_build / "data" / "report" / "figures" / "figure1_accuracy_vs_cluster_agent.png").is_file()
+    tables = snakemake_build / "data" / "report" / "tables"
+    assert {p.suffix for p in tables.iterdir()} >= {".md", ".csv", ".tex"}

@@ -63,7 +63,13 @@ def _cell(value: float | None, std: float | None) -> str:
     return text if not std else f"{text} ± {std:.2g}"
 
 
-def markdown(table: pl.DataFrame) -> str:
+LOCAL_MODELS_NOTE = (
+    "\n**Scale.** The judge and scorer models here are tiny, randomly initialised local models (the default "
+    "configuration): these scores show that the machinery works, not the paper's science.\n"
+)
+
+
+def markdown(table: pl.DataFrame, local_models: bool = False) -> str:
     metrics = [m for m in METRICS if m in set(table["metric"])]
     metrics += sorted(set(table["metric"]) - set(metrics))
     experiments = list(dict.fromkeys(table["experiment"]))
@@ -74,7 +80,7 @@ def markdown(table: pl.DataFrame) -> str:
     seeds = sorted(set(table["seeds"].drop_nulls().to_list()))
     note = (f"\nValues: mean over bootstrap seeds ± sample standard deviation (seeds per cell: "
             f"{', '.join(map(str, seeds))}).\n")
-    return "# Diversity metrics\n\n" + "\n".join(lines) + "\n" + note
+    return "# Diversity metrics\n\n" + "\n".join(lines) + "\n" + note + (LOCAL_MODELS_NOTE if local_models else "")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -89,7 +95,9 @@ def run(args: argparse.Namespace) -> None:
     inputs = {f"diversity_{read_manifest(path).experiment}": path for path in artifacts}
     with build_artifact(args.out, inputs=inputs, **identity) as artifact:
         table.write_parquet(artifact.path / "summary.parquet")
-        (artifact.path / "summary.md").write_text(markdown(table))
+        roles = config.diversity.model_names().values()
+        local = any(config.models[name].local is not None for name in roles)
+        (artifact.path / "summary.md").write_text(markdown(table, local_models=local))
         artifact.counts.update(experiments=table["experiment"].n_unique(), rows=table.height)
         artifact.info["experiments"] = sorted(set(table["experiment"]))
 
