@@ -52,10 +52,14 @@ def stale_stamp(job, current):
     Snakemake also reruns its dependents) and this stamp dated now (so Snakemake reruns it).
     """
     stamp = Path(".snakemake", "fingerprints", f"{job.name}.txt")
-    if not stamp.is_file() or stamp.read_text() != job.fingerprint:
+    stale = not current and Path(job.out).exists()
+    # Snakemake also compares a small input's checksum with the one it recorded: a stale stamp's content
+    # changes too, so that it counts as updated whatever Snakemake's metadata holds.
+    content = f"{job.fingerprint} stale {time.time()}" if stale else job.fingerprint
+    if not stamp.is_file() or stamp.read_text() != content:
         stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(job.fingerprint)
-    moment = 0 if current or not Path(job.out).exists() else time.time()
+        stamp.write_text(content)
+    moment = time.time() if stale else 0
     os.utime(stamp, (moment, moment))
     return stamp.as_posix()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -51,6 +52,33 @@ def copy_project(destination: Path) -> Path:
     run(destination, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy")
     run(destination, "dvc", "config", "--local", "core.site_cache_dir", str(destination / ".cache" / "dvc-site"))
     return destination
+
+
+# Stages whose artifact is a pure function of its inputs and parameters. LLM generation is not (an answer
+# depends slightly on which requests share its batch, which depends on the cache and on job order), and
+# training artifacts record timings.
+DETERMINISTIC_STAGES = {"topics", "sample_topics", "real_corpus", "local_models", "tokenize_real",
+                        "tokenize_synthetic", "mix", "eval_tasks"}
+
+
+def deterministic_artifacts(project: Path) -> dict[str, tuple[dict, dict]]:
+    """artifact -> (its inputs' content ids, its files' hashes), for artifacts of deterministic stages."""
+    found = {}
+    for manifest_file in sorted((project / "data").rglob("manifest.json")):
+        manifest = json.loads(manifest_file.read_text())
+        if manifest["stage"] in DETERMINISTIC_STAGES:
+            found[manifest_file.parent.relative_to(project).as_posix()] = (manifest["inputs"], manifest["files"])
+    return found
+
+
+def assert_same_deterministic_results(first: Path, second: Path) -> None:
+    """Where two builds fed a deterministic stage the same inputs, its outputs are identical."""
+    a, b = deterministic_artifacts(first), deterministic_artifacts(second)
+    assert set(a) == set(b) and len(a) >= 10, (sorted(a), sorted(b))
+    compared = [name for name in a if a[name][0] == b[name][0]]
+    assert len(compared) >= 6, f"too few artifacts with identical inputs to compare: {compared}"
+    for name in compared:
+        assert a[name][1] == b[name][1], f"{name}: same inputs, different outputs"
 
 
 def copy_built_project(built: Path, destination: Path) -> Path:

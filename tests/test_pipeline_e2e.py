@@ -5,6 +5,7 @@ These run the whole default pipeline (minutes); they are marked slow and still r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.project import (
-    copy_built_project, dvc_planned_stages, edit_yaml_text, run, snakemake_planned_jobs,
+    assert_same_deterministic_results, copy_built_project, dvc_planned_stages, edit_yaml_text, run, snakemake_planned_jobs,
 )
 
 pytestmark = pytest.mark.slow
@@ -71,7 +72,8 @@ def test_dvc_second_run_is_a_no_op(dvc_build):
 
 
 def test_both_front_ends_build_the_same_artifacts(snakemake_build, dvc_build):
-    assert _artifact_files(snakemake_build) == _artifact_files(dvc_build)
+    assert_same_deterministic_results(snakemake_build, dvc_build)
+    assert set(_artifact_files(snakemake_build)) == set(_artifact_files(dvc_build))
 
 
 @pytest.mark.parametrize("edit", list(EXPECTED_RERUNS))
@@ -144,3 +146,16 @@ def test_default_reports_say_their_models_are_tiny_and_random(snakemake_build):
     assert (snakemake_build / "data" / "report" / "figures" / "figure1_accuracy_vs_cluster_agent.png").is_file()
     tables = snakemake_build / "data" / "report" / "tables"
     assert {p.suffix for p in tables.iterdir()} >= {".md", ".csv", ".tex"}
+
+
+@pytest.mark.parametrize("build", ["snakemake_build", "dvc_build"])
+def test_every_artifact_records_the_plan_it_was_built_from(build, request):
+    """Each manifest holds its job's fingerprint and its inputs' content ids: what rebuild decisions read."""
+    from workflow_scripts.core.config import load_config
+    from workflow_scripts.pipeline import artifact_is_current, plan
+
+    project = request.getfixturevalue(build)
+    config = load_config(project / "params.yaml")
+    with contextlib.chdir(project):  # the plan's paths are relative to the project
+        stale = [job.name for job in plan(config) if not artifact_is_current(job)]
+    assert stale == []

@@ -234,7 +234,7 @@ def tokenize_parts(
     info = tokenizer_info(hf_tokenizer, tokenizer, revision, eod_token)
     workers = max(1, workers or available_cores())
     inputs = dict(inputs or {})
-    if Path(tokenizer).is_dir():
+    if Path(tokenizer).is_dir() and "local_models" not in inputs:
         inputs.setdefault("tokenizer", Path(tokenizer))
     totals = Totals()
     log.info(
@@ -407,6 +407,8 @@ def _run(
             **identity["params"],
             "tokenize": {**spec.model_dump(mode="json"), "tokenizer": args.tokenizer},
         }
+    if args.local_models is not None and not getattr(args, "tokenizer", None):
+        inputs = {**inputs, "local_models": args.local_models}  # the artifact, as the pipeline plan names it
     tokenize_parts(
         parts,
         args.out,
