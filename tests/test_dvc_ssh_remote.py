@@ -142,10 +142,11 @@ def ssh_home(tmp_path, monkeypatch) -> Path:
 
 
 def _file_hashes(project: Path) -> dict[str, str]:
+    """Every file of every artifact (the LLM request cache is local state, not something DVC shares)."""
     return {
         path.relative_to(project).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted((project / "data").rglob("*"))
-        if path.is_file()
+        if path.is_file() and "llm_cache" not in path.parts
     }
 
 

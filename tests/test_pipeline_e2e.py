@@ -25,7 +25,7 @@ ONE_EXPERIMENT_TOPICS = (
 SHARED_CORPUS_PARAM = ("max_chars: 1500000", "max_chars: 1400000")
 LAST_STAGE_ONLY_PARAM = ("row: T=16, column: G=2", "row: T=16 (twice the topics), column: G=2")
 
-EXPERIMENTS = ["real_only", "topic_t8_g2", "topic_t16_g2", "topic_t8_g4", "persona_t8_g2"]
+EXPERIMENTS = ["real_only", "topic_t8_g2", "topic_t16_g2", "persona_t8_g4"]
 SYNTHETIC = EXPERIMENTS[1:]
 TRAINING = ["mix", "pretrain", "convert", "sft", "evaluate_pt", "evaluate_sft"]
 
@@ -142,7 +142,7 @@ def test_default_reports_say_their_models_are_tiny_and_random(snakemake_build):
     report = (snakemake_build / "data" / "report" / "report.md").read_text()
     summary = (snakemake_build / "data" / "diversity" / "summary" / "summary.md").read_text()
     for text in (report, summary):
-        assert "tiny" in text and "randomly initialised" in text and "not the paper's science" in text
+        assert "tiny" in text and "randomly initialised" in text and "the paper's science" in text
     assert (snakemake_build / "data" / "report" / "figures" / "figure1_accuracy_vs_cluster_agent.png").is_file()
     tables = snakemake_build / "data" / "report" / "tables"
     assert {p.suffix for p in tables.iterdir()} >= {".md", ".csv", ".tex"}
