@@ -159,3 +159,11 @@ def test_every_artifact_records_the_plan_it_was_built_from(build, request):
     with contextlib.chdir(project):  # the plan's paths are relative to the project
         stale = [job.name for job in plan(config) if not artifact_is_current(job)]
     assert stale == []
+
+
+def test_dvc_metrics_and_plots_show_the_report(dvc_build, tmp_path):
+    metrics = run(dvc_build, "dvc", "metrics", "show", "--json").stdout
+    assert "correlation" in metrics and "mean" in metrics
+    run(dvc_build, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
+    page = (tmp_path / "plots" / "index.html").read_text()
+    assert "accuracy_vs_cluster_agent" in page and "loss" in page
