@@ -4,8 +4,7 @@ The paper (arXiv 2410.15226) leaves open the S_i convention of the cluster-agent
 invalid clusters count, the judge's decoding, the gathering step's k and the K-means score: each is a
 value here, with the default we chose (documented on the field and in ``cluster_agent/score.py``).
 
-The integrator adds ``diversity: DiversityConfig = DiversityConfig()`` to ``PipelineConfig``; until
-then :func:`diversity_config` reads the section straight from the YAML file.
+It is the ``diversity`` section of ``workflow_scripts.core.config.PipelineConfig``.
 """
 
 from __future__ import annotations

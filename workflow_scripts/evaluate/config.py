@@ -6,8 +6,7 @@ Three consumers read different parts, so a change reruns only what it affects:
 - ``evaluate`` (one lm-eval run per model) reads the run settings (tasks, limit, batch size, prompt);
 - ``report`` reads ``scoring`` (which metric of each task is reported, and what enters the mean).
 
-The integrator adds ``evaluation: EvaluationConfig = EvaluationConfig()`` to ``PipelineConfig``;
-until then :func:`evaluation_config` falls back to the defaults.
+It is the ``evaluation`` section of ``workflow_scripts.core.config.PipelineConfig``.
 """
 
 from __future__ import annotations

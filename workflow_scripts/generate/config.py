@@ -2,8 +2,7 @@
 
 The paper (arXiv 2410.15226) reports no sampling parameters, personas per prompt, topics per
 multi-topic prompt or style-assignment rule: each is a value here, with the default we chose.
-The integrator adds ``generate: GenerationConfig = GenerationConfig()`` to ``PipelineConfig``;
-until then :func:`generation_config` falls back to the defaults.
+It is the ``generate`` section of ``workflow_scripts.core.config.PipelineConfig``.
 """
 
 from __future__ import annotations

@@ -5,8 +5,7 @@ warmup then linear decay, but neither the warmup length nor the final LR: both a
 (``lr_warmup_fraction`` / ``lr_warmup_steps``, ``min_lr``). Gradient clipping and the seed are not
 stated either (``clip_grad``, ``seed``).
 
-The integrator adds ``pretrain: PretrainConfig = PretrainConfig()`` to ``PipelineConfig``; until then
-:func:`pretrain_config` falls back to the defaults.
+It is the ``pretrain`` section of ``workflow_scripts.core.config.PipelineConfig``.
 """
 
 from __future__ import annotations

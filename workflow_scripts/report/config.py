@@ -10,8 +10,7 @@ Which experiment fills which cell of the paper's tables is declared here, as tag
 
 An experiment may carry several tags (one per table it appears in). ``paper`` marks the tag as the
 reproduction of one of the paper's cells: the report then shows our mean next to the paper's.
-The integrator adds ``report: ReportConfig = ReportConfig()`` to ``PipelineConfig``; until then
-:func:`report_config` falls back to the defaults.
+It is the ``report`` section of ``workflow_scripts.core.config.PipelineConfig``.
 """
 
 from __future__ import annotations
