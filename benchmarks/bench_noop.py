@@ -39,6 +39,11 @@ def main() -> int:
             print("building the default pipeline with `dvc repro` ...", flush=True)
             run(project, "dvc", "repro")
         jobs = len(run(project, "dvc", "stage", "list").stdout.splitlines())
+        dry = run(project, "snakemake", "-n")
+        if "Nothing to be done" not in dry.stdout + dry.stderr:
+            raise SystemExit(f"{project} is not up to date for Snakemake: build it first")
+        if "up to date" not in run(project, "dvc", "status").stdout:
+            raise SystemExit(f"{project} is not up to date for DVC: `dvc repro` (or `dvc commit`) first")
         snakemake = timed(project, "snakemake", "-n", repeat=args.repeat)
         dvc = timed(project, "dvc", "status", repeat=args.repeat)
         print(f"jobs in the default grid:      {jobs}")
