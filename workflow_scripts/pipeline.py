@@ -5,11 +5,12 @@ and ``python -m workflow_scripts.dvc_yaml`` writes ``dvc.yaml`` from :func:`plan
 the same commands with the same dependencies (including each stage's code), parameters and outputs;
 ``tests/test_frontends_in_step.py`` fails when they drift.
 
-Rebuild decisions. DVC hashes the content of every dependency. Snakemake is told to ignore mtimes
-(``profiles/default``: DVC does not preserve mtimes on checkout, so mtimes would trigger spurious
-reruns after ``dvc pull``) and instead compares each job's *fingerprint*, passed as a rule parameter:
-a hash of the config values the job reads, its code, its external input files, and the fingerprints
-of the jobs it depends on. Paths, core count and other irrelevant details are not part of it.
+Rebuild decisions. Every job has a *fingerprint*: a hash of the config values it reads, its code, its
+external input files and the fingerprints of the jobs it depends on (paths, core counts and other
+irrelevant details are left out). Each stage records the fingerprint and its inputs' content ids in its
+artifact's manifest; :func:`artifact_is_current` compares them with the plan. DVC hashes content itself;
+Snakemake is told through rules/common.smk (ancient() inputs while current, a stamp file when stale),
+because DVC does not keep mtimes on checkout and Snakemake's own metadata is absent in a fresh clone.
 """
 
 from __future__ import annotations
