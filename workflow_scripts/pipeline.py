@@ -137,9 +137,12 @@ def _report_inputs(config: PipelineConfig, experiment: str | None) -> dict[str, 
     return inputs
 
 
-EVALUATE_KEYS = tuple(f"evaluation.{key}" for key in (
-    "tasks", "include_paths", "limit", "batch_size", "bootstrap_iters", "log_samples", "dtype", "system_prompt",
-    "sft_chat_template", "seed"))
+def _evaluate_keys(config: PipelineConfig, experiment: str | None) -> tuple[str, ...]:
+    from workflow_scripts.evaluate.config import PARAM_KEYS_EVALUATE
+
+    return PARAM_KEYS_EVALUATE
+
+
 EVALUATE_CODE = ("workflow_scripts/evaluate", "workflow_scripts/sft/config.py")
 
 
@@ -274,13 +277,13 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             name="evaluate_pt", module="workflow_scripts.evaluate", subcommand="run",
-            out="eval/pt/{experiment}", params=EVALUATE_KEYS, code=EVALUATE_CODE,
+            out="eval/pt/{experiment}", params=_evaluate_keys, code=EVALUATE_CODE,
             inputs=lambda c, e: {"model": artifact(c, "convert", e), "tasks": artifact(c, "eval_tasks")},
             experiments=_all, options=lambda c: {"model_stage": "pt"},
         ),
         Stage(
             name="evaluate_sft", module="workflow_scripts.evaluate", subcommand="run",
-            out="eval/sft/{experiment}", params=EVALUATE_KEYS, code=EVALUATE_CODE,
+            out="eval/sft/{experiment}", params=_evaluate_keys, code=EVALUATE_CODE,
             inputs=lambda c, e: {"model": artifact(c, "sft", e), "tasks": artifact(c, "eval_tasks")},
             experiments=_all, options=lambda c: {"model_stage": "sft"},
         ),
@@ -409,12 +412,16 @@ def plan(config: PipelineConfig, config_file: str = "params.yaml") -> list[Job]:
     return jobs
 
 
+def planned_job(config: PipelineConfig, stage: str, experiment: str | None = None) -> Job | None:
+    name = job_name(stage, experiment)
+    return next((job for job in plan(config) if job.name == name), None)
+
+
 def job_identity(config: PipelineConfig, stage: str, experiment: str | None = None) -> dict:
     """What a stage passes to ``build_artifact``: its resolved params and its fingerprint in the plan."""
-    name = job_name(stage, experiment)
-    job = next((j for j in plan(config) if j.name == name), None)
+    job = planned_job(config, stage, experiment)
     if job is None:
-        raise KeyError(f"no job {name!r} in the plan of this configuration")
+        raise KeyError(f"no job {job_name(stage, experiment)!r} in the plan of this configuration")
     return {"params": stage_params(config, stage, experiment), "fingerprint": job.fingerprint,
             "stage": stage, "experiment": experiment, "code_files": [REPO / p for p in STAGES[stage].code]}
 
@@ -441,8 +448,8 @@ def artifact_is_current(job: Job) -> bool:
 
 def job_fingerprint(config: PipelineConfig, stage: str, experiment: str | None = None) -> str:
     """The job's fingerprint, or "" when this configuration's plan has no such job (a stage run by hand)."""
-    name = job_name(stage, experiment)
-    return next((job.fingerprint for job in plan(config) if job.name == name), "")
+    job = planned_job(config, stage, experiment)
+    return job.fingerprint if job is not None else ""
 
 
 def final_outputs(jobs: list[Job] | object) -> list[str]:

@@ -158,33 +158,3 @@ def evaluation_config(config: Any) -> EvaluationConfig:
     if isinstance(section, EvaluationConfig):
         return section
     return EvaluationConfig.model_validate(section if isinstance(section, dict) else section.model_dump())
-
-
-class _Root:
-    """Attribute view of a config with fallback sections for keys core does not declare yet."""
-
-    def __init__(self, config: Any, fallbacks: dict[str, Any]) -> None:
-        self._config, self._fallbacks = config, fallbacks
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._config, name, None)
-        if value is None and name in self._fallbacks:
-            return self._fallbacks[name]
-        if value is None and not hasattr(self._config, name):
-            raise AttributeError(name)
-        return value
-
-
-def read_params(
-    config: Any, keys: tuple[str, ...] | list[str], experiment: str | None = None, **fallbacks: Any
-) -> dict[str, Any]:
-    """``{key: value}`` for the dotted keys a stage reads: exactly what its manifest records.
-
-    ``fallbacks`` give sections by top-level name (``evaluation=EvaluationConfig()``) for a config whose
-    schema does not declare them yet.
-    """
-    from workflow_scripts.core.config import lookup
-
-    root = _Root(config, fallbacks)
-    resolved = [key.format(experiment=experiment) for key in keys]
-    return {key: lookup(root, key) for key in resolved}  # type: ignore[arg-type]

@@ -21,14 +21,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from workflow_scripts.pipeline import job_fingerprint
+from workflow_scripts.pipeline import job_fingerprint, stage_params
 from workflow_scripts.core.artifacts import ArtifactError, InputError, build_artifact, read_manifest
 from workflow_scripts.core.cli import load_checked_config
 from workflow_scripts.evaluate.config import (
-    PARAM_KEYS_EVALUATE,
     EvaluationConfig,
     evaluation_config,
-    read_params,
 )
 from workflow_scripts.evaluate.scores import scores_from_results
 from workflow_scripts.evaluate.tasks import materialise
@@ -142,7 +140,7 @@ def num_parameters(results: dict[str, Any]) -> int | None:
 def run(args: argparse.Namespace) -> None:
     config = load_checked_config(args.config, args.experiment)
     section = evaluation_config(config)
-    params = read_params(config, PARAM_KEYS_EVALUATE, evaluation=section)
+    params = stage_params(config, "evaluate_pt")  # evaluate_pt and evaluate_sft read the same keys
     model = Path(args.model)
     stage = args.model_stage
     if stage == "auto":

@@ -21,16 +21,14 @@ from typing import Any
 
 import polars as pl
 
-from workflow_scripts.pipeline import job_fingerprint
+from workflow_scripts.pipeline import job_fingerprint, stage_params
 from workflow_scripts.core.artifacts import InputError, build_artifact, read_manifest
 from workflow_scripts.core.cli import load_checked_config
 from workflow_scripts.evaluate.config import (
-    PARAM_KEYS_TASKS,
     ContinuationTask,
     EvaluationConfig,
     PerplexityTask,
     evaluation_config,
-    read_params,
 )
 
 log = logging.getLogger(__name__)
@@ -218,7 +216,7 @@ def materialise(tasks_dir: Path, dest: Path, cache_dir: Path) -> list[str]:
 def run(args: argparse.Namespace) -> None:
     config = load_checked_config(args.config)
     section = evaluation_config(config)
-    params = read_params(config, PARAM_KEYS_TASKS, evaluation=section)
+    params = stage_params(config, "eval_tasks")
     frame = read_heldout(args.corpus)
     with build_artifact(
         args.out, stage="eval_tasks", params=params, inputs={"corpus": args.corpus}, code_files=CODE_FILES,

@@ -30,12 +30,12 @@ from typing import Any
 
 import polars as pl
 
-from workflow_scripts.pipeline import job_fingerprint
+from workflow_scripts.pipeline import job_fingerprint, stage_params
 from workflow_scripts.core.artifacts import InputError, build_artifact
 from workflow_scripts.core.cli import load_checked_config
-from workflow_scripts.evaluate.config import EvaluationConfig, evaluation_config, read_params
+from workflow_scripts.evaluate.config import EvaluationConfig, evaluation_config
 from workflow_scripts.report import collect, figures, tables
-from workflow_scripts.report.config import PARAM_KEYS, TABLE_TITLES, TABLES, ReportConfig, report_config
+from workflow_scripts.report.config import TABLE_TITLES, TABLES, ReportConfig, report_config
 from workflow_scripts.report.paper import RATIO_SHAPE
 from workflow_scripts.report.stats import Correlation, correlate
 
@@ -336,7 +336,7 @@ def _ratio_points(headline: pl.DataFrame, report: ReportConfig) -> pl.DataFrame:
 def run(args: argparse.Namespace) -> None:
     config = load_checked_config(args.config)
     report, evaluation = report_config(config), evaluation_config(config)
-    params = read_params(config, PARAM_KEYS, report=report, evaluation=evaluation)
+    params = stage_params(config, "report")
     evals, diversity_paths, curve_paths = (
         sorted(set(paths or [])) for paths in (args.evals, args.diversity, args.train_metrics)
     )

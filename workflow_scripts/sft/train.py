@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 
-from workflow_scripts.pipeline import job_fingerprint
+from workflow_scripts.pipeline import job_fingerprint, stage_params
 from workflow_scripts.core.artifacts import ArtifactError, InputError, build_artifact, read_manifest
 from workflow_scripts.core.cli import add_common_arguments, load_checked_config, run_main
 from workflow_scripts.sft.config import DEFAULT_SYSTEM_PROMPT, PARAM_KEYS, InstructionSource, SFTConfig, sft_config  # noqa: F401
@@ -570,11 +570,9 @@ def _local_inputs(config: SFTConfig) -> dict[str, Path]:
 
 
 def run(args: argparse.Namespace) -> None:
-    from workflow_scripts.evaluate.config import read_params
-
     config = load_checked_config(args.config, args.experiment)
     section = sft_config(config)
-    params = read_params(config, PARAM_KEYS, args.experiment, sft=section)
+    params = stage_params(config, "sft", args.experiment)
     model = Path(args.model)
     inputs: dict[str, Path] = _local_inputs(section)
     info: dict[str, Any] = {}
