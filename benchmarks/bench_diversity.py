@@ -118,9 +118,9 @@ def throughput(docs: list[str]) -> dict:
 
 def agent_cost_paper(docs: list[str], rounds: int) -> dict:
     """Exact calls and estimated prompt tokens at the paper's settings (scripted judge)."""
+    from workflow_scripts.config.diversity import ClusterAgentConfig
     from workflow_scripts.diversity.cluster_agent.agent import ClusterAgent, plan_seed
     from workflow_scripts.diversity.cluster_agent.scripted import ScriptedJudge
-    from workflow_scripts.diversity.config import ClusterAgentConfig
 
     config = ClusterAgentConfig(judge="scripted", J=5, M=100, k=4, K=10, N=rounds, strings={"mode": "free"})
     texts = {i: d[: config.max_sample_chars] for i, d in enumerate(docs[:20_000])}
@@ -160,10 +160,10 @@ def agent_cost_tiny(docs: list[str]) -> dict:
     """Measured tokens with a real transformers judge (tiny random Llama) on a small run."""
     import torch
 
-    from workflow_scripts.core.config import ModelSpec, TinyLlama, TokenizerSpec
+    from workflow_scripts.config import ModelSpec, TinyLlama, TokenizerSpec
+    from workflow_scripts.config.diversity import ClusterAgentConfig
     from workflow_scripts.diversity.cluster_agent.agent import ClusterAgent, plan_seed
-    from workflow_scripts.diversity.config import ClusterAgentConfig
-    from workflow_scripts.generate.llm import load_backend
+    from workflow_scripts.llm.loader import load_backend
     from workflow_scripts.local_models import save_tiny_llama, train_tokenizer
 
     torch.set_num_threads(1)

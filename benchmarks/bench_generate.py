@@ -32,7 +32,7 @@ SCHEMA = {"min_passages": 3, "max_passages": 5, "max_nuance_chars": 12, "max_pas
 
 
 def build_model(root: Path) -> Path:
-    from workflow_scripts.core.config import TinyLlama, TokenizerSpec
+    from workflow_scripts.config import TinyLlama, TokenizerSpec
     from workflow_scripts.local_models import save_tiny_llama, train_tokenizer
 
     tokenizer = train_tokenizer(TEXTS, TokenizerSpec(vocab_size=400, min_frequency=1))
@@ -41,10 +41,11 @@ def build_model(root: Path) -> Path:
 
 
 def bench_backend(model_dir: Path, n_requests: int, batch_sizes: list[int], device: str) -> list[dict]:
-    from workflow_scripts.core.config import ModelSpec
-    from workflow_scripts.generate.config import BackendOptions, PromptConfig, SchemaBounds
-    from workflow_scripts.generate.llm import LLMRequest, load_backend
+    from workflow_scripts.config import ModelSpec
+    from workflow_scripts.config.generate import BackendOptions, PromptConfig, SchemaBounds
     from workflow_scripts.generate.templates import Topic, plan_generation
+    from workflow_scripts.llm.loader import load_backend
+    from workflow_scripts.llm.types import LLMRequest
 
     bounds = SchemaBounds(**SCHEMA)
     topics = [Topic(f"t{i}", p, (p.split("/")[-1].lower(),)) for i, p in enumerate(PATHS)]
@@ -77,13 +78,13 @@ def bench_backend(model_dir: Path, n_requests: int, batch_sizes: list[int], devi
 def bench_cached_rerun(model_dir: Path, root: Path, topics: int, generations: int, device: str) -> dict:
     import polars as pl
 
-    from workflow_scripts.core.artifacts import build_artifact
+    from workflow_scripts.core.artifacts import JobIdentity, build_artifact
     from workflow_scripts.generate.stage import run_stage, split_config
 
-    with build_artifact(root / "models", stage="local_models", params={}, inputs={}, code_files=[]) as art:
+    with build_artifact(root / "models", identity=JobIdentity(stage="local_models"), inputs={}) as art:
         shutil.copytree(model_dir, art.path / "tiny")
     paths = [f"{p}/part {i}" for i in range(topics // len(PATHS) + 1) for p in PATHS][:topics]
-    with build_artifact(root / "topics", stage="topic_sample", params={}, inputs={}, code_files=[]) as art:
+    with build_artifact(root / "topics", identity=JobIdentity(stage="topic_sample"), inputs={}) as art:
         pl.DataFrame({"topic_id": [f"t{i}" for i in range(topics)], "path": paths,
                       "keywords": [[p.split("/")[1].lower()] for p in paths]}).write_parquet(art.path / "topics.parquet")
     (root / "personas.jsonl").write_text("".join(json.dumps({"persona": f"Reader {i}"}) + "\n" for i in range(20)))

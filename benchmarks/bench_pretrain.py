@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
 
-    from workflow_scripts.pretrain.config import PretrainConfig
+    from workflow_scripts.config.model_configs import flops_per_token, get_arch, padded_vocab_size
+    from workflow_scripts.config.pretrain import PretrainConfig
     from workflow_scripts.pretrain.metrics import read_metrics
-    from workflow_scripts.pretrain.model_configs import flops_per_token, get_arch, padded_vocab_size
     from workflow_scripts.pretrain.synthetic import make_synthetic_mix
     from workflow_scripts.pretrain.train import run_training
 

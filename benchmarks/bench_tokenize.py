@@ -169,7 +169,7 @@ def write_corpus(folder: Path, size_mb: int) -> tuple[Path, int, int]:
 def train_benchmark_tokenizer(corpus: Path, out: Path, vocab_size: int) -> Path:
     if (out / "tokenizer.json").is_file():
         return out
-    from workflow_scripts.core.config import TokenizerSpec
+    from workflow_scripts.config import TokenizerSpec
     from workflow_scripts.local_models import train_tokenizer
 
     tokenizer = train_tokenizer(
@@ -187,7 +187,7 @@ def child_stage(args: argparse.Namespace) -> None:
     """Run the stage code exactly as the pipeline does (minus config loading) and print its counts."""
     import shutil
 
-    from workflow_scripts.core.artifacts import read_manifest
+    from workflow_scripts.core.artifacts import JobIdentity, read_manifest
     from workflow_scripts.tokenization.stage import Part, input_files, tokenize_parts
 
     out = Path(args.out)
@@ -197,11 +197,7 @@ def child_stage(args: argparse.Namespace) -> None:
         [Part(input_files(Path(args.input)), name="corpus")],
         out,
         tokenizer=args.tokenizer,
-        identity={
-            "params": {"tokenize": {"tokenizer": args.tokenizer}},
-            "stage": "tokenize",
-            "code_files": [],
-        },
+        identity=JobIdentity(stage="tokenize", params={"tokenize": {"tokenizer": args.tokenizer}}),
         workers=args.workers,
     )
     wall = time.perf_counter() - started

@@ -10,7 +10,7 @@ sys.path.insert(0, workflow.basedir)
 from snakemake.exceptions import WorkflowError
 
 from workflow_scripts import pipeline
-from workflow_scripts.core.config import load_config
+from workflow_scripts.config import load_config
 
 # A --configfile on the command line replaces params.yaml entirely (its experiment grid is not merged
 # into the default one); the stage commands receive that same file.

@@ -30,7 +30,7 @@ SAMPLE_TEXTS = [
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory):
     """A byte-level BPE tokenizer (PreTrainedTokenizerFast) trained on SAMPLE_TEXTS, with a chat template."""
-    from workflow_scripts.core.config import TokenizerSpec
+    from workflow_scripts.config import TokenizerSpec
     from workflow_scripts.local_models import train_tokenizer
 
     return train_tokenizer(SAMPLE_TEXTS, TokenizerSpec(vocab_size=400, min_frequency=1))
@@ -39,7 +39,7 @@ def tiny_tokenizer(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     """A Hugging Face folder with a randomly initialised 2-layer Llama and the tiny tokenizer."""
-    from workflow_scripts.core.config import TinyLlama
+    from workflow_scripts.config import TinyLlama
     from workflow_scripts.local_models import save_tiny_llama
 
     out = tmp_path_factory.mktemp("tiny_llama") / "model"

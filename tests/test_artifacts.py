@@ -12,14 +12,19 @@ from pathlib import Path
 import pytest
 
 from workflow_scripts.core.artifacts import (
-    MANIFEST, ArtifactError, build_artifact, read_manifest, require, verify_files,
+    MANIFEST,
+    ArtifactError,
+    JobIdentity,
+    build_artifact,
+    read_manifest,
+    require,
+    verify_files,
 )
 from workflow_scripts.core.hashing import hash_path
 
 
 def _publish(out: Path, inputs: dict, body=lambda p: (p / "data.txt").write_text("hello")) -> None:
-    with build_artifact(out, stage="demo", experiment="e1", params={"k": 1}, inputs=inputs,
-                        code_files=[Path(__file__)]) as artifact:
+    with build_artifact(out, identity=JobIdentity(stage="demo", experiment="e1", params={"k": 1}), inputs=inputs) as artifact:
         body(artifact.path)
         artifact.counts["rows"] = 1
 
@@ -64,8 +69,8 @@ def test_readers_refuse_incomplete_or_foreign_artifacts(tmp_path):
 SLOW_STAGE = """
 import sys, time
 from pathlib import Path
-from workflow_scripts.core.artifacts import build_artifact
-with build_artifact(Path(sys.argv[1]), stage="demo", params={}, inputs={}, code_files=[]) as artifact:
+from workflow_scripts.core.artifacts import JobIdentity, build_artifact
+with build_artifact(Path(sys.argv[1]), identity=JobIdentity(stage="demo"), inputs={}) as artifact:
     with open(artifact.path / "big.txt", "w") as handle:
         for i in range(10_000):
             handle.write("x" * 1000 + "\\n")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workflow_scripts.core.config import ConfigError, load_config, parse_config
+from workflow_scripts.config import ConfigError, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,13 +9,18 @@ import numpy as np
 import polars as pl
 import pytest
 
+from workflow_scripts.config.diversity import ClusterAgentConfig, Conventions
 from workflow_scripts.diversity.cluster_agent.agent import (
-    RECORD_SCHEMA, ClusterAgent, CriteriaError, needed_indices, plan_seed, sample_labels,
+    RECORD_SCHEMA,
+    ClusterAgent,
+    CriteriaError,
+    needed_indices,
+    plan_seed,
+    sample_labels,
 )
 from workflow_scripts.diversity.cluster_agent.score import score_records, score_round, summarize
 from workflow_scripts.diversity.cluster_agent.scripted import ScriptedJudge, stage_of
-from workflow_scripts.diversity.config import ClusterAgentConfig, Conventions
-from workflow_scripts.generate.cache import CachedBackend, RequestCache
+from workflow_scripts.llm.cache import CachedBackend, RequestCache
 
 WORDS = ["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta", "iota", "kappa"]
 
@@ -207,8 +212,8 @@ def test_summarize_bootstrap():
 def test_tiny_hf_judge_gives_schema_valid_answers(tiny_llama_dir):
     import torch
 
-    from workflow_scripts.core.config import ModelSpec
-    from workflow_scripts.generate.llm import load_backend
+    from workflow_scripts.config import ModelSpec
+    from workflow_scripts.llm.loader import load_backend
 
     torch.set_num_threads(1)
     started = time.perf_counter()

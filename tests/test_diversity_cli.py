@@ -12,11 +12,14 @@ import pytest
 import yaml
 
 from tests.helpers import minimal_config
-from workflow_scripts.core.artifacts import build_artifact, read_manifest
-from workflow_scripts.diversity import __main__ as cli
-from workflow_scripts.diversity.config import (
-    METRICS, DiversityConfig, check_references, resolve_param_keys,
+from workflow_scripts.config.diversity import (
+    METRICS,
+    DiversityConfig,
+    check_references,
+    resolve_param_keys,
 )
+from workflow_scripts.core.artifacts import JobIdentity, build_artifact, read_manifest
+from workflow_scripts.diversity import __main__ as cli
 from workflow_scripts.diversity.metrics import parse_metrics
 
 LEXICAL = ["context_length", "self_repetition", "ngram_diversity", "compression_ratio"]
@@ -122,13 +125,13 @@ def test_config_validation_and_param_keys():
 
 def generations(tmp_path, name, docs):
     out = tmp_path / "generations" / name
-    with build_artifact(out, stage="generate", params={}, inputs={}, code_files=[], experiment=name) as art:
+    with build_artifact(out, identity=JobIdentity(stage="generate", experiment=name), inputs={}) as art:
         (art.path / "shards").mkdir()
         half = len(docs) // 2
         pl.DataFrame({"text": docs[:half], "topic": ["t"] * half}).write_parquet(art.path / "shards/part-0.parquet")
         pl.DataFrame({"text": docs[half:], "topic": ["t"] * (len(docs) - half)}).write_parquet(
             art.path / "shards/part-1.parquet")
-        pl.DataFrame({"prompt": ["p"]}).write_parquet(art.path / "prompts.parquet")  # no text column: ignored
+        art.info["shards"] = ["shards/part-0.parquet", "shards/part-1.parquet"]  # the manifest lists the shards
     return out
 
 
@@ -185,14 +188,14 @@ def test_stage_all_metrics_with_local_models(tmp_path, tiny_llama_dir):
     """Every metric on CPU: local judge and scorers from a models artifact, MiniLM embeddings."""
     import torch
 
+    from workflow_scripts.config.diversity import Conventions
     from workflow_scripts.diversity import stage
     from workflow_scripts.diversity.cluster_agent.score import score_records
-    from workflow_scripts.diversity.config import Conventions
 
     torch.set_num_threads(1)
     started = time.perf_counter()
     models = tmp_path / "models"
-    with build_artifact(models, stage="local_models", params={}, inputs={}, code_files=[]) as art:
+    with build_artifact(models, identity=JobIdentity(stage="local_models"), inputs={}) as art:
         shutil.copytree(tiny_llama_dir, art.path / "generator")
         shutil.copytree(tiny_llama_dir, art.path / "tokenizer")
     diversity = {

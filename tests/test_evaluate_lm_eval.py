@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import torch
 
-from workflow_scripts.core.artifacts import build_artifact, read_manifest
+from workflow_scripts.core.artifacts import JobIdentity, build_artifact, read_manifest
 from workflow_scripts.evaluate.__main__ import main
 
 torch.set_num_threads(1)
@@ -61,9 +61,7 @@ def setup(tmp_path):
 
     config = write_config(tmp_path, experiments={"real_only": {}}, evaluation=EVALUATION)
     texts = corpus_texts()
-    with build_artifact(
-        tmp_path / "real_corpus", stage="real_corpus", params={}, inputs={}, code_files=[]
-    ) as art:
+    with build_artifact(tmp_path / "real_corpus", identity=JobIdentity(stage="real_corpus"), inputs={}) as art:
         pl.DataFrame(
             {"doc_id": [f"d{i}" for i in range(12)], "source": "s", "kind": "web", "text": texts}
         ).write_parquet(art.path / "heldout.parquet")
@@ -134,7 +132,7 @@ def test_a_model_that_learned_the_corpus_beats_a_random_one(setup, tiny_llama_di
     assert ppl(trained_scores) < ppl(random_scores) / 10
     results = json.loads((tmp_path / "eval_trained" / "results.json").read_text())
     assert set(results["results"]) == {"cont", "ppl"}  # lm-eval's raw results are kept
-    evaluated = read_manifest(tmp_path / "eval_trained", stage="evaluate")
+    evaluated = read_manifest(tmp_path / "eval_trained", stage="evaluate_pt")
     assert evaluated.info["model_stage"] == "pt" and evaluated.info["chat_template"] is False
     assert set(evaluated.params) >= {"evaluation.tasks", "evaluation.limit", "evaluation.system_prompt"}
 

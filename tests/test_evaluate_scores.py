@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from workflow_scripts.config.evaluate import PAPER_TASKS, EvaluationConfig, TaskScoring, paper_evaluation
 from workflow_scripts.core.artifacts import InputError
-from workflow_scripts.evaluate.config import PAPER_TASKS, EvaluationConfig, TaskScoring, paper_evaluation
-from workflow_scripts.evaluate.scores import headline_mean, scores_from_results, select
+from workflow_scripts.evaluate.reader import headline_mean, scores_from_results, select
 
 
 def fake_results(tasks=PAPER_TASKS) -> dict:

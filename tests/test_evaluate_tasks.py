@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 import yaml
 
+from workflow_scripts.config.evaluate import ContinuationTask, EvaluationConfig, PerplexityTask
 from workflow_scripts.core.artifacts import InputError
-from workflow_scripts.evaluate.config import ContinuationTask, EvaluationConfig, PerplexityTask
 from workflow_scripts.evaluate.tasks import (
     build_continuation,
     build_perplexity,

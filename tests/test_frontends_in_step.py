@@ -7,7 +7,7 @@ import re
 import pytest
 
 from tests.project import REPO, copy_project, snakemake_job_specs
-from workflow_scripts.core.config import load_config
+from workflow_scripts.config import load_config
 from workflow_scripts.dvc_yaml import render
 from workflow_scripts.pipeline import plan
 

@@ -8,10 +8,11 @@ import urllib.request
 import jsonschema
 import pytest
 
-from workflow_scripts.core.config import ModelSpec
-from workflow_scripts.generate.config import BackendOptions, PromptConfig, SchemaBounds
-from workflow_scripts.generate.llm import LazyBackend, LLMRequest, load_backend, spec_identity
+from workflow_scripts.config import ModelSpec
+from workflow_scripts.config.generate import BackendOptions, PromptConfig, SchemaBounds
 from workflow_scripts.generate.templates import TEMPLATES, Topic, plan_generation
+from workflow_scripts.llm.loader import LazyBackend, load_backend, spec_identity
+from workflow_scripts.llm.types import LLMRequest
 
 TINY_BOUNDS = SchemaBounds(min_passages=3, max_passages=4, max_nuance_chars=6, max_passage_chars=16,
                            max_question_chars=12, max_option_chars=6, max_explanation_chars=12)
@@ -89,7 +90,7 @@ def test_identity_is_content_addressed(tiny_llama_dir, tmp_path, hf_backend):
 
 @pytest.fixture()
 def server(hf_backend):
-    from workflow_scripts.generate.server import ChatServer
+    from workflow_scripts.llm.server import ChatServer
 
     servers = []
 
@@ -153,7 +154,7 @@ def test_http_backend_requires_a_key_for_remote_endpoints(monkeypatch):
 
 
 def test_server_binds_loopback_only(hf_backend):
-    from workflow_scripts.generate.server import ChatServer
+    from workflow_scripts.llm.server import ChatServer
 
     with pytest.raises(ValueError, match="loopback"):
         ChatServer(hf_backend, host="0.0.0.0", port=0)

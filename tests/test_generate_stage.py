@@ -18,11 +18,11 @@ import polars as pl
 import pytest
 import yaml
 
-from workflow_scripts.core.artifacts import build_artifact, read_manifest
-from workflow_scripts.generate.cache import DB_NAME, RequestCache
-from workflow_scripts.generate.llm import LLMResponse
+from workflow_scripts.core.artifacts import JobIdentity, build_artifact, read_manifest
 from workflow_scripts.generate.stage import run_stage, split_config
 from workflow_scripts.generate.templates import document_schema
+from workflow_scripts.llm.cache import DB_NAME, RequestCache
+from workflow_scripts.llm.types import LLMResponse
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SCHEMA = {"min_passages": 3, "max_passages": 3, "max_nuance_chars": 6, "max_passage_chars": 14,
@@ -37,9 +37,9 @@ def workdir(tmp_path_factory, tiny_llama_dir):
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("generate")
-    with build_artifact(root / "models", stage="local_models", params={}, inputs={}, code_files=[]) as art:
+    with build_artifact(root / "models", identity=JobIdentity(stage="local_models"), inputs={}) as art:
         shutil.copytree(tiny_llama_dir, art.path / "tiny")
-    with build_artifact(root / "topics", stage="topic_sample", params={}, inputs={}, code_files=[]) as art:
+    with build_artifact(root / "topics", identity=JobIdentity(stage="topic_sample"), inputs={}) as art:
         pl.DataFrame({
             "topic_id": [f"t{i}" for i in range(len(PATHS))], "path": PATHS,
             "keywords": [[p.split("/")[-1].lower(), "example"] for p in PATHS],
@@ -237,10 +237,10 @@ def test_cli_reports_bad_input_clearly(workdir, tmp_path):
 
 def test_stage_through_an_openai_compatible_endpoint(workdir, tmp_path, tiny_llama_dir):
     """The same stage with the HTTP backend, against our loopback server serving the tiny model."""
-    from workflow_scripts.core.config import ModelSpec
-    from workflow_scripts.generate.config import BackendOptions
-    from workflow_scripts.generate.llm import load_backend
-    from workflow_scripts.generate.server import ChatServer
+    from workflow_scripts.config import ModelSpec
+    from workflow_scripts.config.generate import BackendOptions
+    from workflow_scripts.llm.loader import load_backend
+    from workflow_scripts.llm.server import ChatServer
 
     hf = load_backend(ModelSpec(path=str(tiny_llama_dir)), options=BackendOptions(device="cpu", batch_size=8))
     server = ChatServer(hf, port=0, model_name="tiny-served", batch_size=8, fail_first=2, fail_status=429)

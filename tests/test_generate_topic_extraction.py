@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 import yaml
 
-from workflow_scripts.core.artifacts import build_artifact, read_manifest
-from workflow_scripts.generate.config import Decoding, TopicExtractionConfig
-from workflow_scripts.generate.llm import LLMResponse
-from workflow_scripts.generate.topic_extraction import Page, extract_topics, main, normalise
+from workflow_scripts.config.generate import Decoding, TopicExtractionConfig
+from workflow_scripts.core.artifacts import JobIdentity, build_artifact, read_manifest
+from workflow_scripts.llm.types import LLMResponse
+from workflow_scripts.topic_extraction import Page, extract_topics, main, normalise
 
 PAGES = ["The Nile floods every summer and made farming possible along its banks.",
          "A lens bends light; its focal length depends on the curvature of its faces.",
@@ -62,7 +62,7 @@ def test_topic_extraction_cli_with_tiny_model(tmp_path, tiny_llama_dir):
     import torch
 
     torch.set_num_threads(1)
-    with build_artifact(tmp_path / "models", stage="local_models", params={}, inputs={}, code_files=[]) as art:
+    with build_artifact(tmp_path / "models", identity=JobIdentity(stage="local_models"), inputs={}) as art:
         shutil.copytree(tiny_llama_dir, art.path / "tiny")
     pages = tmp_path / "pages.jsonl"
     pages.write_text("".join(json.dumps({"id": f"p{i}", "text": t}) + "\n" for i, t in enumerate(PAGES)))
@@ -100,7 +100,7 @@ def test_topic_extraction_cli_with_tiny_model(tmp_path, tiny_llama_dir):
 
 def test_pages_need_text(tmp_path):
     from workflow_scripts.core.artifacts import InputError
-    from workflow_scripts.generate.topic_extraction import read_pages
+    from workflow_scripts.topic_extraction import read_pages
 
     file = tmp_path / "pages.jsonl"
     file.write_text('{"title": "no text"}\n')

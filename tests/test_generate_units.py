@@ -13,15 +13,28 @@ import time
 import jsonschema
 import pytest
 
+from workflow_scripts.config import ConfigError
+from workflow_scripts.config.generate import (
+    PARAM_KEYS,
+    GenerationConfig,
+    PromptConfig,
+    RenderConfig,
+    SchemaBounds,
+    resolve_param_keys,
+)
 from workflow_scripts.core.artifacts import InputError
-from workflow_scripts.core.config import ConfigError
-from workflow_scripts.generate.cache import CachedBackend, RequestCache, request_key
-from workflow_scripts.generate.config import PARAM_KEYS, GenerationConfig, PromptConfig, RenderConfig, \
-    SchemaBounds, resolve_param_keys
-from workflow_scripts.generate.llm import LLMRequest, LLMResponse, parse_json_output
 from workflow_scripts.generate.render import check_document, render_document
-from workflow_scripts.generate.stage import split_config, stage_params
-from workflow_scripts.generate.templates import TEMPLATES, Topic, document_schema, load_personas, plan_generation
+from workflow_scripts.core.identity import stage_params
+from workflow_scripts.generate.stage import split_config
+from workflow_scripts.generate.templates import (
+    TEMPLATES,
+    Topic,
+    document_schema,
+    load_personas,
+    plan_generation,
+)
+from workflow_scripts.llm.cache import CachedBackend, RequestCache, request_key
+from workflow_scripts.llm.types import LLMRequest, LLMResponse, parse_json_output
 
 TOPICS = [Topic("t1", "Science/Physics/Optics", ("lens", "refraction")),
           Topic("t2", "Science/Biology/Cells", ("membrane",)),
@@ -224,8 +237,8 @@ def test_cached_backend_counts_and_skips_transient(tmp_path):
 
 _WRITER = textwrap.dedent("""
     import sys
-    from workflow_scripts.generate.cache import RequestCache, request_key
-    from workflow_scripts.generate.llm import LLMRequest, LLMResponse
+    from workflow_scripts.llm.cache import RequestCache, request_key
+    from workflow_scripts.llm.types import LLMRequest, LLMResponse
     cache = RequestCache(sys.argv[1])
     seed = 0
     print("ready", flush=True)
@@ -266,7 +279,7 @@ def test_config_section_and_param_keys():
     assert generation.max_attempts == 5 and generation.decoding.temperature == 0.7
     keys = resolve_param_keys(config, "e10")
     assert keys[:3] == ["seed", "experiments.e10.synthetic", "models.gen"] and "generate.render" in keys
-    params = stage_params(config, generation, "e10")
+    params = stage_params(config, "generate", "e10")
     assert set(params) == set(keys) and "generate.topic_extraction" not in params  # only what the stage reads
     assert params["generate.max_attempts"] == 5 and params["seed"] == 3
     assert params["generate.decoding"]["temperature"] == 0.7 and params["models.gen"]["backend"] == "openai"

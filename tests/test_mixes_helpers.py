@@ -8,7 +8,7 @@ from typing import Iterable
 import polars as pl
 import pytest
 
-from workflow_scripts.core.artifacts import build_artifact
+from workflow_scripts.core.artifacts import JobIdentity, build_artifact
 from workflow_scripts.tokenization.stage import Part, tokenize_parts
 
 KINDS = ("web", "code", "math")
@@ -31,7 +31,7 @@ def documents(kind: str, count: int, words: int = 12, start: int = 0) -> list[st
 
 def make_real_corpus(path: Path, train: dict[str, int], heldout: dict[str, int] | None = None) -> Path:
     """A real_corpus-like artifact: train.parquet (+ heldout.parquet) with doc_id, source, kind, text."""
-    with build_artifact(path, stage="real_corpus", params={}, inputs={}, code_files=[]) as artifact:
+    with build_artifact(path, identity=JobIdentity(stage="real_corpus"), inputs={}) as artifact:
         for split, counts in (("train", train), ("heldout", heldout)):
             if counts is None:
                 continue
@@ -55,9 +55,7 @@ def make_generations(path: Path, texts: Iterable[str], experiment: str = "exp", 
     """A generate-like artifact: generations-NNNNN.parquet shards (text column) and failures.parquet."""
     texts = list(texts)
     size = -(-len(texts) // shards)
-    with build_artifact(
-        path, stage="generate", experiment=experiment, params={}, inputs={}, code_files=[]
-    ) as artifact:
+    with build_artifact(path, identity=JobIdentity(stage="generate", experiment=experiment), inputs={}) as artifact:
         for shard in range(shards):
             chunk = texts[shard * size : (shard + 1) * size]
             pl.DataFrame(
@@ -69,12 +67,7 @@ def make_generations(path: Path, texts: Iterable[str], experiment: str = "exp", 
 
 
 def identity(stage: str, experiment: str | None = None) -> dict:
-    return {
-        "params": {"tokenize": {"tokenizer": "test"}},
-        "stage": stage,
-        "experiment": experiment,
-        "code_files": [],
-    }
+    return JobIdentity(stage=stage, experiment=experiment, params={"tokenize": {"tokenizer": "test"}})
 
 
 def tokenize_real(corpus: Path, out: Path, tokenizer: Path, workers: int = 1) -> Path:

@@ -18,13 +18,14 @@ from tests.test_mixes_helpers import (
     tokenize_real,
     tokenize_synthetic,
 )
-from workflow_scripts.core.artifacts import ArtifactError
-from workflow_scripts.mixes import MixConfig, MixSpec, build_gpt_datasets, read_blend, single_process_group
+from workflow_scripts.config.mixes import MixConfig, MixSpec
+from workflow_scripts.core.artifacts import ArtifactError, JobIdentity
+from workflow_scripts.mixes.reader import build_gpt_datasets, read_blend, single_process_group
 from workflow_scripts.mixes.stage import build_mix
 
 SEQ = 32
 SYNTHETIC_EPOCHS = 3.5
-IDENTITY = {"params": {}, "stage": "mix", "experiment": "exp", "code_files": []}
+IDENTITY = JobIdentity(stage="mix", experiment="exp")
 WORD = re.compile(r"[a-z]+")
 
 

@@ -7,7 +7,8 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from workflow_scripts.mixes import MixConfig, MixError, MixSpec, SourceStats, parse_token_count, plan_mix
+from workflow_scripts.config.mixes import MixConfig, MixSpec, parse_token_count
+from workflow_scripts.mixes.plan import MixError, SourceStats, plan_mix
 
 B = 10**9
 TOKENS_PER_GENERATION = 580  # PAPER.md section 2: ~580 tokens per generation

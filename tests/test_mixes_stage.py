@@ -17,13 +17,14 @@ from tests.test_mixes_helpers import (
     tokenize_real,
     tokenize_synthetic,
 )
-from workflow_scripts.core.artifacts import ArtifactError, read_manifest
-from workflow_scripts.core.config import ExperimentSpec, PipelineConfig
-from workflow_scripts.mixes import MixConfig, MixError, MixSpec, read_blend
+from workflow_scripts.config.mixes import MixConfig, MixSpec
+from workflow_scripts.core.artifacts import ArtifactError, JobIdentity, read_manifest
+from workflow_scripts.mixes.plan import MixError
+from workflow_scripts.mixes.reader import read_blend
 from workflow_scripts.mixes.stage import build_mix, main
-from workflow_scripts.tokenization import read_tokenized
+from workflow_scripts.tokenization.reader import read_tokenized
 
-IDENTITY = {"params": {}, "stage": "mix", "experiment": "exp", "code_files": []}
+IDENTITY = JobIdentity(stage="mix", experiment="exp")
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +100,7 @@ def test_real_only_mix(tmp_path, tokens):
 
 
 def test_synthetic_from_another_tokenizer_is_refused(tmp_path, tokens):
-    from workflow_scripts.core.config import TokenizerSpec
+    from workflow_scripts.config import TokenizerSpec
     from workflow_scripts.local_models import train_tokenizer
 
     real_dir, _ = tokens
@@ -130,12 +131,6 @@ def test_impossible_mix_writes_nothing(tmp_path, tokens):
     assert not (tmp_path / "mix").exists()
 
 
-integrated = "mixes" in PipelineConfig.model_fields and "mix" in ExperimentSpec.model_fields
-
-
-@pytest.mark.skipif(
-    not integrated, reason="the mixes/mix config sections are not wired into core/config.py yet"
-)
 def test_cli(tmp_path, tokens, capsys):
     real_dir, syn_dir = tokens
     raw = minimal_config(mixes={"total_tokens": 6000, "seq_length": 32})

@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 
 from tests.project import (
-    assert_same_deterministic_results, copy_built_project, dvc_planned_stages, edit_yaml_text, run, snakemake_planned_jobs,
+    assert_same_deterministic_results,
+    copy_built_project,
+    dvc_planned_stages,
+    edit_yaml_text,
+    run,
+    snakemake_planned_jobs,
 )
 
 pytestmark = pytest.mark.slow
@@ -151,7 +156,7 @@ def test_default_reports_say_their_models_are_tiny_and_random(snakemake_build):
 @pytest.mark.parametrize("build", ["snakemake_build", "dvc_build"])
 def test_every_artifact_records_the_plan_it_was_built_from(build, request):
     """Each manifest holds its job's fingerprint and its inputs' content ids: what rebuild decisions read."""
-    from workflow_scripts.core.config import load_config
+    from workflow_scripts.config import load_config
     from workflow_scripts.pipeline import artifact_is_current, plan
 
     project = request.getfixturevalue(build)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from workflow_scripts.config.pretrain import PretrainConfig
 from workflow_scripts.core.artifacts import read_manifest
-from workflow_scripts.pretrain import model_configs
-from workflow_scripts.pretrain.config import PretrainConfig
+from workflow_scripts.config import model_configs
 from workflow_scripts.pretrain.convert import convert, load_megatron_model, main
 from workflow_scripts.pretrain.synthetic import make_synthetic_mix
 from workflow_scripts.pretrain.train import run_training

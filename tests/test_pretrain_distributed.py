@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from workflow_scripts.config.pretrain import PretrainConfig
 from workflow_scripts.core.artifacts import read_manifest
-from workflow_scripts.pretrain import model_configs
-from workflow_scripts.pretrain.config import PretrainConfig
+from workflow_scripts.config import model_configs
 from workflow_scripts.pretrain.metrics import read_metrics
 from workflow_scripts.pretrain.synthetic import make_synthetic_mix
 from workflow_scripts.pretrain.train import run_training
@@ -33,8 +33,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 import torch
-from workflow_scripts.pretrain import model_configs
-from workflow_scripts.pretrain.config import PretrainConfig
+from workflow_scripts.config import model_configs
+from workflow_scripts.config.pretrain import PretrainConfig
 from workflow_scripts.pretrain.train import run_training
 
 if __name__ == "__main__":

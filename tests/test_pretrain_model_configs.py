@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from workflow_scripts.pretrain.config import PARAM_KEYS, PARAM_KEYS_CONVERT, PretrainConfig, section_params
-from workflow_scripts.pretrain.model_configs import (
+from workflow_scripts.config.model_configs import (
     MODELS,
     PAPER_VOCAB,
     flops_per_token,
@@ -15,6 +14,7 @@ from workflow_scripts.pretrain.model_configs import (
     padded_vocab_size,
     param_count,
 )
+from workflow_scripts.config.pretrain import PARAM_KEYS, PARAM_KEYS_CONVERT, PretrainConfig
 
 
 def llama_params(vocab: int, hidden: int, ffn: int, layers: int) -> int:
@@ -97,4 +97,3 @@ def test_param_keys_cover_every_field_once():
     fields = set(PretrainConfig.model_fields)
     keys = [k.removeprefix("pretrain.") for k in PARAM_KEYS + PARAM_KEYS_CONVERT]
     assert sorted(keys) == sorted(fields)
-    assert section_params(PretrainConfig(), PARAM_KEYS_CONVERT) == {"pretrain.export_dtype": "float32"}

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from workflow_scripts.config.pretrain import PARAM_KEYS, PretrainConfig
 from workflow_scripts.core.artifacts import ArtifactError, read_manifest
-from workflow_scripts.pretrain.config import PARAM_KEYS, PretrainConfig
 from workflow_scripts.pretrain.data import read_mix, sample_indices
 from workflow_scripts.pretrain.metrics import COLUMNS, read_metrics
 from workflow_scripts.pretrain.synthetic import make_synthetic_mix
@@ -108,7 +108,7 @@ KILLER = """
 import os, signal, sys
 from pathlib import Path
 import torch
-from workflow_scripts.pretrain.config import PretrainConfig
+from workflow_scripts.config.pretrain import PretrainConfig
 from workflow_scripts.pretrain.train import run_training
 
 def kill_at(step, row):

@@ -13,18 +13,24 @@ import pytest
 import torch
 
 from tests.test_mixes_helpers import (  # noqa: F401 (fixture)
-    documents, make_generations, make_real_corpus, tokenize_real, tokenize_synthetic, tokenizer_dir,
+    documents,
+    make_generations,
+    make_real_corpus,
+    tokenize_real,
+    tokenize_synthetic,
+    tokenizer_dir,
 )
-from workflow_scripts.core.artifacts import read_manifest
-from workflow_scripts.mixes import MixConfig, MixSpec, read_blend
+from workflow_scripts.config.mixes import MixConfig, MixSpec
+from workflow_scripts.config.pretrain import PretrainConfig
+from workflow_scripts.core.artifacts import JobIdentity, read_manifest
+from workflow_scripts.mixes.reader import read_blend
 from workflow_scripts.mixes.stage import build_mix
-from workflow_scripts.pretrain.config import PretrainConfig
 from workflow_scripts.pretrain.convert import convert
 from workflow_scripts.pretrain.metrics import read_metrics
 from workflow_scripts.pretrain.train import run_training
 
 SEQ = 32
-IDENTITY = {"params": {}, "stage": "mix", "experiment": "exp", "code_files": []}
+IDENTITY = JobIdentity(stage="mix", experiment="exp")
 
 
 @pytest.fixture(scope="module")

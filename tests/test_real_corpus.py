@@ -7,8 +7,8 @@ import json
 import polars as pl
 import pytest
 
+from workflow_scripts.config import RealCorpusConfig
 from workflow_scripts.core.artifacts import read_manifest
-from workflow_scripts.core.config import RealCorpusConfig
 from workflow_scripts.real_corpus import documents, main, mix_by_weight, split_document, split_heldout
 
 

@@ -7,7 +7,7 @@ import json
 import polars as pl
 import pytest
 
-from workflow_scripts.core.artifacts import build_artifact, read_manifest
+from workflow_scripts.core.artifacts import JobIdentity, build_artifact, read_manifest
 from workflow_scripts.report.__main__ import main
 from workflow_scripts.report.stats import correlate
 
@@ -42,14 +42,8 @@ def accuracy(experiment: str, stage: str) -> float:
 def make_inputs(root):
     for experiment, score in EXPERIMENTS.items():
         for stage in ("pt", "sft"):
-            with build_artifact(
-                root / "eval" / stage / experiment,
-                stage="evaluate",
-                params={},
-                inputs={},
-                code_files=[],
-                experiment=experiment,
-            ) as art:
+            identity = JobIdentity(stage=f"evaluate_{stage}", experiment=experiment)
+            with build_artifact(root / "eval" / stage / experiment, identity=identity, inputs={}) as art:
                 art.info.update(model_stage=stage, num_parameters=46_240)
                 scores = {
                     "model_stage": stage,
@@ -67,14 +61,7 @@ def make_inputs(root):
                 }
                 (art.path / "scores.json").write_text(json.dumps(scores))
         if score is not None:
-            with build_artifact(
-                root / "diversity" / experiment,
-                stage="diversity",
-                params={},
-                inputs={},
-                code_files=[],
-                experiment=experiment,
-            ) as art:
+            with build_artifact(root / "diversity" / experiment, identity=JobIdentity(stage="diversity", experiment=experiment), inputs={}) as art:
                 # the diversity stage's format: mean over seeds in "value", the spread in details.std
                 (art.path / "scores.json").write_text(
                     json.dumps(
@@ -85,20 +72,11 @@ def make_inputs(root):
                         }
                     )
                 )
-        with build_artifact(
-            root / "pretrain" / experiment,
-            stage="pretrain",
-            params={},
-            inputs={},
-            code_files=[],
-            experiment=experiment,
-        ) as art:  # the pretrain stage writes TSV
+        with build_artifact(root / "pretrain" / experiment, identity=JobIdentity(stage="pretrain", experiment=experiment), inputs={}) as art:  # the pretrain stage writes TSV
             (art.path / "metrics.tsv").write_text(
                 "step\tloss\tlr\tmfu\n1\t6.0\t0.001\t\n2\t5.0\t0.001\t\n3\t4.5\t0.001\t\n"
             )
-        with build_artifact(
-            root / "sft" / experiment, stage="sft", params={}, inputs={}, code_files=[], experiment=experiment
-        ) as art:
+        with build_artifact(root / "sft" / experiment, identity=JobIdentity(stage="sft", experiment=experiment), inputs={}) as art:
             pl.DataFrame({"step": [1, 2, 3], "loss": [6.0, 5.0, 4.5], "lr": [1e-3] * 3}).write_csv(
                 art.path / "metrics.csv"
             )

@@ -7,10 +7,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from workflow_scripts.evaluate.config import PAPER_TASKS, EvaluationConfig, paper_evaluation
-from workflow_scripts.report import paper, tables
+from workflow_scripts.config import paper
+from workflow_scripts.config.evaluate import PAPER_TASKS, EvaluationConfig, paper_evaluation
+from workflow_scripts.config.report import ReportConfig
+from workflow_scripts.report import tables
 from workflow_scripts.report.collect import EvalRecord, headline, tidy
-from workflow_scripts.report.config import ReportConfig
 
 
 def paper_grid_tags() -> dict:
@@ -190,8 +191,8 @@ def test_paper_numbers_are_complete():
 
 def test_report_tags_must_name_known_experiments():
     from tests.helpers import minimal_config
-    from workflow_scripts.core.config import parse_config
-    from workflow_scripts.report.config import check_references
+    from workflow_scripts.config import parse_config
+    from workflow_scripts.config.report import check_references
 
     config = parse_config(minimal_config())
     object.__setattr__(

@@ -7,6 +7,8 @@ import json
 import polars as pl
 import pytest
 
+from workflow_scripts.core.artifacts import JobIdentity, build_artifact
+
 from workflow_scripts.core.artifacts import InputError
 from workflow_scripts.sft.train import (
     IGNORE_INDEX,
@@ -53,8 +55,13 @@ def test_alpaca_and_flan_records_become_pairs():
         alpaca_pair({"instruction": "x", "output": ""}, "row 7")
 
 
-@pytest.mark.parametrize("document", [FLAT, NESTED, json.dumps(FLAT)])
-def test_generated_documents_flat_or_nested_become_question_answer_pairs(document):
+def test_a_document_in_another_shape_is_refused_with_its_keys():
+    with pytest.raises(InputError, match=r"shard row 0: no question text \(keys \['passages', 'question'\]\)"):
+        mcq_from_document(NESTED, "shard row 0")
+
+
+@pytest.mark.parametrize("document", [FLAT, json.dumps(FLAT)])
+def test_generated_documents_become_question_answer_pairs(document):
     mcq = mcq_from_document(document, "shard row 0")
     assert mcq["options"][mcq["answer"]] == "Oxygen"
     pair = mcq_pair(mcq, include_explanation=True)
@@ -81,10 +88,11 @@ def test_sources_load_from_files_and_generations(tmp_path):
     flan = tmp_path / "flan.jsonl"
     flan.write_text("\n".join(json.dumps({"inputs": f"Q{i}", "targets": f"A{i}"}) for i in range(3)) + "\n")
     generations = tmp_path / "generations"
-    generations.mkdir()
-    pl.DataFrame({"raw_json": [json.dumps(FLAT), json.dumps(NESTED)]}).write_parquet(
-        generations / "shard-0.parquet"
-    )
+    with build_artifact(generations, identity=JobIdentity(stage="generate", experiment="e"), inputs={}) as art:
+        pl.DataFrame({"raw_json": [json.dumps(FLAT), json.dumps(FLAT)]}).write_parquet(
+            art.path / "generations-00000.parquet"
+        )
+        art.info["shards"] = ["generations-00000.parquet"]
     config = SFTConfig(
         sources=[
             InstructionSource(type="alpaca", path=str(alpaca), max_examples=4),
@@ -165,8 +173,8 @@ def test_lr_schedule_warms_up_then_decays():
 
 def test_generated_source_must_name_a_synthetic_experiment():
     from tests.helpers import minimal_config
-    from workflow_scripts.core.config import parse_config
-    from workflow_scripts.sft.config import check_references
+    from workflow_scripts.config import parse_config
+    from workflow_scripts.config.sft import check_references
 
     config = parse_config(minimal_config())  # only real_only
     object.__setattr__(

@@ -11,8 +11,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from workflow_scripts.core.artifacts import ArtifactError, build_artifact, read_manifest
-from workflow_scripts.sft.train import METRICS_FILE, SFT_INFO, SFTConfig, Pair, fine_tune, main
+from workflow_scripts.core.artifacts import ArtifactError, JobIdentity, build_artifact, read_manifest
+from workflow_scripts.sft.reader import SFT_INFO
+from workflow_scripts.sft.train import METRICS_FILE, Pair, SFTConfig, fine_tune, main
 
 torch.set_num_threads(1)
 GASES = ["oxygen", "nitrogen", "helium", "argon"]
@@ -30,9 +31,7 @@ def pairs(n: int = 48) -> list[Pair]:
 
 
 def generations_dir(path, experiment: str):
-    with build_artifact(
-        path, stage="generate", params={}, inputs={}, code_files=[], experiment=experiment
-    ) as artifact:
+    with build_artifact(path, identity=JobIdentity(stage="generate", experiment=experiment), inputs={}) as artifact:
         docs = [
             json.dumps(
                 {

@@ -18,9 +18,9 @@ from tests.test_mixes_helpers import (
     save_tokenizer,
     tokenize_real,
 )
-from workflow_scripts.core.artifacts import ArtifactError, InputError, read_manifest
+from workflow_scripts.core.artifacts import ArtifactError, InputError, JobIdentity, read_manifest
 from workflow_scripts.core.hashing import hash_path
-from workflow_scripts.tokenization import read_tokenized, token_dtype
+from workflow_scripts.tokenization.reader import read_tokenized, token_dtype
 from workflow_scripts.tokenization.stage import Part, main, tokenize_parts
 
 
@@ -89,9 +89,9 @@ def test_consumer_refuses_another_tokenizer_vocab_or_dtype(real_tokens, tiny_tok
 
 
 def test_tokenizer_hash_follows_content_not_location(tmp_path, tiny_tokenizer):
-    from workflow_scripts.core.config import TokenizerSpec
+    from workflow_scripts.config import TokenizerSpec
     from workflow_scripts.local_models import train_tokenizer
-    from workflow_scripts.tokenization import describe_tokenizer
+    from workflow_scripts.tokenization.reader import describe_tokenizer
 
     tiny_tokenizer.save_pretrained(tmp_path / "a")
     tiny_tokenizer.save_pretrained(tmp_path / "b")
@@ -115,7 +115,7 @@ def test_output_does_not_depend_on_workers_or_batch_size(tmp_path, tokenizer_dir
             [Part(files, name="synthetic")],
             out,
             tokenizer=str(tokenizer_dir),
-            identity={"params": {}, "stage": "tokenize_synthetic", "code_files": []},
+            identity=JobIdentity(stage="tokenize_synthetic"),
             workers=workers,
             batch_chars=batch_chars,
         )
@@ -161,7 +161,7 @@ def test_dtype_is_the_smallest_safe_one():
 def test_null_text_and_missing_column_are_input_errors_naming_file_and_row(tmp_path, tokenizer_dir):
     bad = tmp_path / "bad.parquet"
     pl.DataFrame({"text": ["fine", None]}, schema={"text": pl.String}).write_parquet(bad)
-    ident = {"params": {}, "stage": "tokenize", "code_files": []}
+    ident = JobIdentity(stage="tokenize")
     with pytest.raises(InputError, match=r"bad.parquet: row 1: 'text' is null"):
         tokenize_parts([Part((bad,))], tmp_path / "out", tokenizer=str(tokenizer_dir), identity=ident)
     with pytest.raises(InputError, match=r"bad.parquet: no column 'body'"):
@@ -266,7 +266,7 @@ def test_manifest_json_is_self_describing(real_tokens):
 
 
 def test_bad_group_values_are_input_errors(tmp_path, tokenizer_dir):
-    ident = {"params": {}, "stage": "tokenize", "code_files": []}
+    ident = JobIdentity(stage="tokenize")
     for kinds, message in (
         (["web", None], r"row 1: 'kind' is None"),
         (["web", "no/slash"], r"row 1: 'kind' is 'no/slash'"),
@@ -293,7 +293,7 @@ def test_empty_texts_are_skipped_inside_groups(tmp_path, tokenizer_dir):
         [Part((corpus,), group_by="kind")],
         tmp_path / "out",
         tokenizer=str(tokenizer_dir),
-        identity={"params": {}, "stage": "tokenize", "code_files": []},
+        identity=JobIdentity(stage="tokenize"),
     )
     artifact = read_tokenized(tmp_path / "out")
     assert {k: d.documents for k, d in artifact.datasets.items()} == {"web": 2, "math": 1}

@@ -7,10 +7,14 @@ import json
 import polars as pl
 import pytest
 
+from workflow_scripts.config import TopicsConfig
 from workflow_scripts.core.artifacts import InputError, read_manifest
-from workflow_scripts.core.config import TopicsConfig
 from workflow_scripts.topics import (
-    build_catalog, builtin_topics_file, main, read_topic_file, sample_topics,
+    build_catalog,
+    builtin_topics_file,
+    main,
+    read_topic_file,
+    sample_topics,
 )
 
 

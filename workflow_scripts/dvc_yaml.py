@@ -17,8 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from workflow_scripts.config import load_config
 from workflow_scripts.core.cli import setup_logging
-from workflow_scripts.core.config import load_config
 from workflow_scripts.pipeline import plan
 
 HEADER = (

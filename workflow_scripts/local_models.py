@@ -16,25 +16,16 @@ from typing import Iterable, Iterator
 
 import polars as pl
 
+from workflow_scripts.config import TinyLlama, TokenizerSpec
+from workflow_scripts.config.root import PLAIN_CHAT_TEMPLATE
 from workflow_scripts.core.artifacts import build_artifact, read_manifest
 from workflow_scripts.core.cli import load_checked_config, run_main, stage_parser
-from workflow_scripts.core.config import TinyLlama, TokenizerSpec
-from workflow_scripts.pipeline import job_identity
+from workflow_scripts.core.identity import job_identity
 
 log = logging.getLogger(__name__)
 
 EOS = "<|endoftext|>"
 SPECIAL_TOKENS = [EOS, "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
-# A plain chat format: role marker, text, end marker. Saved with every tokenizer so SFT and evaluation
-# apply the same template (and system prompt) the model was fine-tuned with.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
-)
-
-
 def train_tokenizer(texts: Iterable[str], spec: TokenizerSpec = TokenizerSpec()):
     """Train a byte-level BPE tokenizer and wrap it as a ``PreTrainedTokenizerFast``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -55,7 +46,7 @@ def train_tokenizer(texts: Iterable[str], spec: TokenizerSpec = TokenizerSpec())
         tokenizer_object=tokenizer, eos_token=EOS, bos_token=EOS, pad_token=EOS, unk_token=None,
         model_max_length=2048,
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = PLAIN_CHAT_TEMPLATE
     return fast
 
 
@@ -101,8 +92,9 @@ def run(args: argparse.Namespace) -> None:
     spec = config.local_models
     read_manifest(args.corpus, stage="real_corpus")
     texts = pl.read_parquet(args.corpus / "train.parquet", columns=["text"])["text"]
-    identity = job_identity(config, "local_models")
-    with build_artifact(args.out, inputs={"corpus": args.corpus}, **identity) as artifact:
+    inputs = {"corpus": args.corpus}
+    with build_artifact(args.out, identity=job_identity(config, "local_models", inputs=inputs),
+                        inputs=inputs) as artifact:
         log.info("training a byte-level BPE tokenizer (vocab %d) on %d documents", spec.tokenizer.vocab_size,
                  len(texts))
         tokenizer = train_tokenizer(texts, spec.tokenizer)

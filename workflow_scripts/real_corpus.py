@@ -31,10 +31,10 @@ from typing import Iterator
 
 import polars as pl
 
+from workflow_scripts.config import CorpusSource, RealCorpusConfig
 from workflow_scripts.core.artifacts import InputError, build_artifact
 from workflow_scripts.core.cli import load_checked_config, run_main, stage_parser
-from workflow_scripts.core.config import CorpusSource, RealCorpusConfig
-from workflow_scripts.pipeline import job_identity
+from workflow_scripts.core.identity import job_identity
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,8 @@ def run(args: argparse.Namespace) -> None:
     corpus = config.real_corpus
     external = {f"{s.name}_{i}": f for s in corpus.sources if s.type in ("jsonl", "parquet", "text")
                 for i, f in enumerate(matched_files(s))}
-    with build_artifact(args.out, inputs=external, **job_identity(config, "real_corpus")) as artifact:
+    with build_artifact(args.out, identity=job_identity(config, "real_corpus", inputs=external),
+                        inputs=external) as artifact:
         docs, counts = documents(corpus)
         log.info("read %d documents from %d sources", docs.height, len(corpus.sources))
         mixed = mix_by_weight(docs, corpus)

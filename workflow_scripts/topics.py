@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from workflow_scripts.config import TopicsConfig
 from workflow_scripts.core.artifacts import InputError, build_artifact, read_manifest
 from workflow_scripts.core.cli import add_common_arguments, load_checked_config, run_main
-from workflow_scripts.core.config import TopicsConfig
-from workflow_scripts.pipeline import job_identity
+from workflow_scripts.core.identity import job_identity
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ def run_catalog(args: argparse.Namespace) -> None:
         read_manifest(args.extracted, stage="topic_extraction")
         records += [(path, keywords, "extracted") for path, keywords in read_topic_file(args.extracted / "topics.json")]
         inputs["extracted"] = args.extracted
-    with build_artifact(args.out, inputs=inputs, **job_identity(config, "topics")) as artifact:
+    with build_artifact(args.out, identity=job_identity(config, "topics", inputs=inputs), inputs=inputs) as artifact:
         table, counts = build_catalog(records, config.topics)
         table.write_parquet(artifact.path / "topics.parquet")
         paper_format = dict(zip(table["path"], table["keywords"].to_list()))
@@ -243,8 +243,9 @@ def run_sample(args: argparse.Namespace) -> None:
         raise InputError(f"experiment {args.experiment!r} has no synthetic data, so no topics to sample")
     read_manifest(args.catalog, stage="topics")
     catalog = pl.read_parquet(args.catalog / "topics.parquet")
-    identity = job_identity(config, "sample_topics", args.experiment)
-    with build_artifact(args.out, inputs={"catalog": args.catalog}, **identity) as artifact:
+    inputs = {"catalog": args.catalog}
+    identity = job_identity(config, "sample_topics", args.experiment, inputs)
+    with build_artifact(args.out, identity=identity, inputs=inputs) as artifact:
         try:
             sample = sample_topics(catalog, synthetic.topics, config.seed)
         except InputError as error:

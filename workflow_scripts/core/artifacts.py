@@ -20,13 +20,14 @@ import shutil
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflow_scripts.core.hashing import canonical_json, hash_code, hash_path, hash_value
+from workflow_scripts.core.hashing import canonical_json, hash_path, hash_value
 
 MANIFEST = "manifest.json"
 TMP_PREFIX = ".tmp-"
@@ -53,7 +54,7 @@ class Manifest(BaseModel):
     experiment: str | None = None
     params: dict[str, Any]
     params_hash: str
-    fingerprint: str = Field("", description="the job's fingerprint in the pipeline plan (see pipeline.py)")
+    fingerprint: str = Field("", description="the job's fingerprint (see core/identity.py)")
     inputs: dict[str, str] = Field(description="input name -> content hash")
     code_hash: str
     packages: dict[str, str]
@@ -72,6 +73,17 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+@dataclass(frozen=True)
+class JobIdentity:
+    """What a stage records in its manifest about what made the artifact."""
+
+    stage: str
+    experiment: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    code_hash: str = ""
+    fingerprint: str = ""
 
 
 class ArtifactBuilder:
@@ -100,14 +112,13 @@ def _fsync_tree(path: Path) -> None:
 def build_artifact(
     out_dir: Path | str,
     *,
-    stage: str,
-    params: dict[str, Any],
-    inputs: dict[str, Path | str],
-    code_files: list[Path],
-    experiment: str | None = None,
-    fingerprint: str = "",
+    identity: JobIdentity,
+    inputs: Mapping[str, Path | str],
 ) -> Iterator[ArtifactBuilder]:
-    """Yield a builder whose ``path`` the stage fills; publish it atomically with a manifest."""
+    """Yield a builder whose ``path`` the stage fills; publish it atomically with a manifest.
+
+    ``identity`` comes from :func:`workflow_scripts.core.identity.job_identity` (tests may give a bare one).
+    """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir)
@@ -119,13 +130,13 @@ def build_artifact(
     try:
         yield builder
         manifest = Manifest(
-            stage=stage,
-            experiment=experiment,
-            params=params,
-            params_hash=hash_value(params),
-            fingerprint=fingerprint,
+            stage=identity.stage,
+            experiment=identity.experiment,
+            params=identity.params,
+            params_hash=hash_value(identity.params),
+            fingerprint=identity.fingerprint,
             inputs=input_hashes,
-            code_hash=hash_code(code_files),
+            code_hash=identity.code_hash,
             packages=package_versions(),
             counts=builder.counts,
             info=builder.info,
@@ -156,8 +167,9 @@ def input_hash(path: Path) -> str:
     return hash_path(path)
 
 
-def read_manifest(artifact: Path | str, stage: str | None = None) -> Manifest:
-    """Read an artifact's manifest; refuse a missing or incomplete artifact, or one of another stage."""
+def read_manifest(artifact: Path | str, stage: str | None = None, experiment: str | None = None) -> Manifest:
+    """Read an artifact's manifest; refuse a missing or incomplete artifact, one of another stage, or one
+    built for another experiment (an artifact shared by all experiments records none and passes)."""
     artifact = Path(artifact)
     path = artifact / MANIFEST
     if not path.is_file():
@@ -167,6 +179,8 @@ def read_manifest(artifact: Path | str, stage: str | None = None) -> Manifest:
     manifest = Manifest.model_validate_json(path.read_text())
     if stage is not None and manifest.stage != stage:
         raise ArtifactError(f"{artifact} was made by stage {manifest.stage!r}, expected {stage!r}")
+    if experiment is not None and manifest.experiment not in (None, experiment):
+        raise ArtifactError(f"{artifact} was built for experiment {manifest.experiment!r}, not {experiment!r}")
     return manifest
 
 

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from workflow_scripts.config import ConfigError, PipelineConfig, load_config
 from workflow_scripts.core.artifacts import ArtifactError, InputError
-from workflow_scripts.core.config import ConfigError, PipelineConfig, load_config
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 

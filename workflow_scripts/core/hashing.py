@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -59,11 +60,61 @@ def hash_path(path: Path, exclude: Iterable[str] = ()) -> str:
     return digest.hexdigest()
 
 
-def hash_code(paths: Iterable[Path]) -> str:
-    """Hash of a stage's source files or packages (contents and relative names, not locations)."""
+# --- a stat cache, as DVC keeps one: a file is re-hashed only when its (path, size, mtime, inode) changes ---
+
+STAT_CACHE = Path(".cache") / "workflow_scripts" / "file-hashes.json"
+_stat_hashes: dict[str, str] | None = None
+_stat_dirty = False
+
+
+def _stat_key(path: Path) -> str:
+    stat = path.stat()
+    return f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}"
+
+
+def _load_stat_cache() -> dict[str, str]:
+    global _stat_hashes
+    if _stat_hashes is None:
+        try:
+            _stat_hashes = json.loads(STAT_CACHE.read_text())
+        except (OSError, ValueError):
+            _stat_hashes = {}
+    return _stat_hashes
+
+
+def hash_file_cached(path: Path) -> str:
+    """:func:`hash_file`, remembered by the file's stat so that an unchanged file is read only once."""
+    global _stat_dirty
+    hashes, key = _load_stat_cache(), _stat_key(path)
+    if key not in hashes:
+        hashes[key] = hash_file(path)
+        _stat_dirty = True
+    return hashes[key]
+
+
+def hash_path_cached(path: Path) -> str:
+    """:func:`hash_path` through the stat cache (same value)."""
+    path = Path(path)
+    if path.is_file():
+        return hash_file_cached(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"cannot hash {path}: no such file or directory")
     digest = hashlib.sha256()
-    for path in sorted(Path(p) for p in paths):
-        for file in iter_files(path):
-            name = file.relative_to(path.parent).as_posix()
-            digest.update(name.encode() + b"\0" + hash_file(file).encode() + b"\n")
+    for file in iter_files(path):
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0" + hash_file_cached(file).encode() + b"\n")
     return digest.hexdigest()
+
+
+def save_stat_cache() -> None:
+    """Write the stat cache if it learnt anything (atomically; a lost race only costs a re-hash)."""
+    global _stat_dirty
+    if not _stat_dirty or _stat_hashes is None:
+        return
+    try:
+        STAT_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        tmp = STAT_CACHE.with_name(f"{STAT_CACHE.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(_stat_hashes))
+        os.replace(tmp, STAT_CACHE)
+        _stat_dirty = False
+    except OSError:
+        pass

@@ -42,7 +42,7 @@ def _epilog() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from workflow_scripts.diversity.config import BUILTIN_EMBEDDER
+    from workflow_scripts.config.diversity import BUILTIN_EMBEDDER
 
     parser = argparse.ArgumentParser(
         prog="python -m workflow_scripts.diversity", description=__doc__, epilog=_epilog(),
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace, names: list[str]):
-    from workflow_scripts.diversity.config import DiversityConfig
+    from workflow_scripts.config.diversity import DiversityConfig
 
     section = {
         "metrics": names,
@@ -165,9 +165,9 @@ def run(args: argparse.Namespace) -> dict:
     judge = None
     if args.judge:
         def judge():
-            from workflow_scripts.core.config import ModelSpec
-            from workflow_scripts.generate.cache import CachedBackend, RequestCache
-            from workflow_scripts.generate.llm import LazyBackend
+            from workflow_scripts.config import ModelSpec
+            from workflow_scripts.llm.cache import CachedBackend, RequestCache
+            from workflow_scripts.llm.loader import LazyBackend
 
             spec = ModelSpec(path=args.judge, revision=args.judge_revision, backend=args.judge_backend)
             backend = LazyBackend(spec, None, config.cluster_agent.backend)

@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from workflow_scripts.diversity.config import BUILTIN_EMBEDDER
+from workflow_scripts.config.diversity import BUILTIN_EMBEDDER
 
 log = logging.getLogger(__name__)
 

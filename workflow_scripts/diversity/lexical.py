@@ -9,7 +9,7 @@ from workflow_scripts.diversity.compression import CompressionRatio
 from workflow_scripts.diversity.context_length import ContextLength
 from workflow_scripts.diversity.ngram_diversity import NgramDiversity
 from workflow_scripts.diversity.self_repetition import SelfRepetition
-from workflow_scripts.diversity.tokens import Tokenizer, TokenBatch
+from workflow_scripts.diversity.tokens import TokenBatch, Tokenizer
 
 LEXICAL_METRICS = ("context_length", "self_repetition", "ngram_diversity", "compression_ratio")
 

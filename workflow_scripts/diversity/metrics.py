@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workflow_scripts.diversity.config import EMBEDDING, LEXICAL, LLM, METRICS, MODEL
+from workflow_scripts.config.diversity import EMBEDDING, LEXICAL, LLM, METRICS, MODEL
 
 GROUPS = {"lexical": LEXICAL, "ppl": MODEL, "embedding": EMBEDDING, "llm": LLM, "all": METRICS}
 

@@ -18,9 +18,9 @@ from typing import Any, Callable
 import numpy as np
 import polars as pl
 
+from workflow_scripts.config.diversity import EMBEDDING, LEXICAL, DiversityConfig, LexicalConfig
 from workflow_scripts.diversity.base import MetricResult
 from workflow_scripts.diversity.cluster_agent.score import summarize
-from workflow_scripts.diversity.config import EMBEDDING, LEXICAL, DiversityConfig, LexicalConfig
 from workflow_scripts.diversity.corpus import Corpus
 
 log = logging.getLogger(__name__)

@@ -21,23 +21,19 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
-
-from workflow_scripts.core.artifacts import InputError, build_artifact, read_manifest
+from workflow_scripts.config import ConfigError, PipelineConfig, load_config
+from workflow_scripts.config.diversity import DiversityConfig
+from workflow_scripts.core.artifacts import build_artifact
 from workflow_scripts.core.cli import add_common_arguments, run_main
-from workflow_scripts.core.config import ConfigError, PipelineConfig, load_config, lookup
-from workflow_scripts.diversity.config import PARAM_KEYS, DiversityConfig
+from workflow_scripts.core.identity import job_identity
+from workflow_scripts.generate.reader import generation_shards
 
 log = logging.getLogger(__name__)
 
 STAGE = "diversity"
 GENERATION_STAGE = "generate"
 PACKAGE = Path(__file__).resolve().parent
-
-
-def code_files() -> list[Path]:
-    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
 
 
 def load_stage_config(path: Path, experiment: str | None = None) -> tuple[PipelineConfig, DiversityConfig]:
@@ -49,46 +45,9 @@ def load_stage_config(path: Path, experiment: str | None = None) -> tuple[Pipeli
     return config, config.diversity
 
 
-def stage_params(config: PipelineConfig, section: DiversityConfig) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for key in PARAM_KEYS:
-        params[key] = section.model_dump(mode="json") if key == "diversity" else lookup(config, key)
-    return params
-
-
-def identity(config: PipelineConfig, section: DiversityConfig, experiment: str | None) -> dict[str, Any]:
-    """build_artifact's identity: the pipeline plan's for a job in it, else this stage's own view."""
-    from workflow_scripts.pipeline import job_identity
-
-    try:
-        return job_identity(config, STAGE, experiment)
-    except KeyError:  # run by hand on an experiment without synthetic data in the plan
-        return {"params": stage_params(config, section), "stage": STAGE, "experiment": experiment,
-                "code_files": code_files()}
-
-
-def generation_shards(directory: Path, text_field: str) -> list[Path]:
-    """The generation artifact's Parquet files that carry the text column, in path order."""
-    import pyarrow.parquet as pq
-
-    manifest = read_manifest(directory, stage=GENERATION_STAGE)
-    listed = manifest.info.get("shards")
-    if listed:  # the generation stage lists its shards; other Parquet files there are not text
-        shards = [directory / name for name in listed]
-        missing = [s for s in shards if not s.is_file()]
-        if missing:
-            raise InputError(f"{directory}: shard {missing[0].name} listed in the manifest is missing")
-    else:
-        shards = sorted(directory.rglob("*.parquet"))
-    shards = [f for f in shards if text_field in pq.ParquetFile(f).schema_arrow.names]
-    if not shards:
-        raise InputError(f"{directory}: no Parquet shard with a {text_field!r} column")
-    return shards
-
-
 def resources(config: PipelineConfig, section: DiversityConfig, models_dir: Path | None, cache_dir: Path):
     from workflow_scripts.diversity.scoring import Resources
-    from workflow_scripts.generate.llm import resolve_model_source
+    from workflow_scripts.llm.loader import resolve_model_source
 
     tokenizer = section.lexical.tokenizer
     if tokenizer.startswith("local:"):
@@ -104,8 +63,8 @@ def resources(config: PipelineConfig, section: DiversityConfig, models_dir: Path
         spec = config.models[names["judge"]]
 
         def judge():
-            from workflow_scripts.generate.cache import CachedBackend, RequestCache
-            from workflow_scripts.generate.llm import LazyBackend
+            from workflow_scripts.llm.cache import CachedBackend, RequestCache
+            from workflow_scripts.llm.loader import LazyBackend
 
             # lazy: a rerun answered entirely from the cache never loads the judge's weights
             backend = LazyBackend(spec, models_dir, section.cluster_agent.backend)
@@ -116,10 +75,10 @@ def resources(config: PipelineConfig, section: DiversityConfig, models_dir: Path
 
 
 def write_outputs(directory: Path, report) -> None:
+    import polars as pl
+
     from workflow_scripts.diversity.base import finite
     from workflow_scripts.diversity.cluster_agent.agent import RECORD_SCHEMA
-
-    import polars as pl
 
     (directory / "scores.json").write_text(json.dumps(finite(report.scores_json()), indent=2,
                                                       allow_nan=False) + "\n")
@@ -135,14 +94,15 @@ def run(args: argparse.Namespace) -> None:
     from workflow_scripts.diversity.scoring import score_corpus
 
     config, section = load_stage_config(args.config, args.experiment)
-    shards = generation_shards(args.generations, section.text_field)
+    shards = generation_shards(args.generations, args.experiment)
     corpus = Corpus.from_files(shards, section.text_field)
     cache_dir = args.cache or Path(config.data_root) / "cache" / "llm"
     needed = resources(config, section, args.models, cache_dir)
     inputs: dict[str, Path] = {"generations": args.generations}
     if args.models is not None:
         inputs["models"] = args.models
-    with build_artifact(args.out, inputs=inputs, **identity(config, section, args.experiment)) as artifact:
+    identity = job_identity(config, STAGE, args.experiment, inputs)
+    with build_artifact(args.out, identity=identity, inputs=inputs) as artifact:
         report = score_corpus(corpus, section, needed, progress=not args.no_progress)
         write_outputs(artifact.path, report)
         artifact.counts.update(documents=report.documents, metrics=len(report.metrics),

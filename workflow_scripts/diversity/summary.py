@@ -18,9 +18,10 @@ from pathlib import Path
 
 import polars as pl
 
+from workflow_scripts.config.diversity import METRICS
 from workflow_scripts.core.artifacts import ArtifactError, build_artifact, read_manifest
 from workflow_scripts.core.cli import add_common_arguments, run_main
-from workflow_scripts.diversity.config import METRICS
+from workflow_scripts.core.identity import job_identity
 from workflow_scripts.diversity.stage import STAGE, load_stage_config
 
 log = logging.getLogger(__name__)
@@ -87,13 +88,10 @@ def run(args: argparse.Namespace) -> None:
     config, _ = load_stage_config(args.config)
     artifacts = list(dict.fromkeys(args.diversity))
     table = collect(artifacts)
-    from workflow_scripts.pipeline import job_fingerprint
-
-    identity = {"params": {}, "stage": SUMMARY_STAGE, "code_files": [Path(__file__)],
-                "fingerprint": job_fingerprint(config, SUMMARY_STAGE)}
     # named like the pipeline's inputs (diversity_<experiment>), so the manifest can be checked against the plan
     inputs = {f"diversity_{read_manifest(path).experiment}": path for path in artifacts}
-    with build_artifact(args.out, inputs=inputs, **identity) as artifact:
+    identity = job_identity(config, SUMMARY_STAGE, inputs=inputs)
+    with build_artifact(args.out, identity=identity, inputs=inputs) as artifact:
         table.write_parquet(artifact.path / "summary.parquet")
         roles = config.diversity.model_names().values()
         local = any(config.models[name].local is not None for name in roles)

@@ -7,21 +7,6 @@ Command lines (``python -m workflow_scripts.evaluate <command> --help`` for deta
     python -m workflow_scripts.evaluate run --config params.yaml --experiment EXP --model DIR \\
         [--tasks data/eval/tasks] [--model-stage auto|pt|sft] --out data/eval/pt/EXP
 
-Light at import: torch and lm-eval are imported only when a run starts.
+Light at import: torch and lm-eval are imported only when a run starts. The configuration section lives in
+:mod:`workflow_scripts.config.evaluate`; ``reader`` is what other stages import.
 """
-
-from workflow_scripts.evaluate.config import (
-    PARAM_KEYS_EVALUATE,
-    PARAM_KEYS_SCORING,
-    PARAM_KEYS_TASKS,
-    EvaluationConfig,
-    evaluation_config,
-)
-
-__all__ = [
-    "EvaluationConfig",
-    "PARAM_KEYS_EVALUATE",
-    "PARAM_KEYS_SCORING",
-    "PARAM_KEYS_TASKS",
-    "evaluation_config",
-]

@@ -21,28 +21,26 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from workflow_scripts.pipeline import job_fingerprint, stage_params
+from workflow_scripts.config.evaluate import (
+    EvaluationConfig,
+)
 from workflow_scripts.core.artifacts import ArtifactError, InputError, build_artifact, read_manifest
 from workflow_scripts.core.cli import load_checked_config
-from workflow_scripts.evaluate.config import (
-    EvaluationConfig,
-    evaluation_config,
-)
-from workflow_scripts.evaluate.scores import scores_from_results
+from workflow_scripts.core.identity import job_identity
+from workflow_scripts.evaluate.reader import scores_from_results
 from workflow_scripts.evaluate.tasks import materialise
 
 log = logging.getLogger(__name__)
 
 PACKAGE = Path(__file__).resolve().parent
-CODE_FILES = [PACKAGE / "run.py", PACKAGE / "config.py", PACKAGE / "scores.py", PACKAGE / "tasks.py"]
-from workflow_scripts.sft.train import SFT_INFO  # noqa: E402  (written next to the fine-tuned weights)
+from workflow_scripts.sft.reader import SFT_INFO, is_fine_tuned, read_sft_info  # noqa: E402
 
 MODEL_STAGES = ("pt", "sft")
 
 
 def model_stage_of(model: Path) -> str:
     """'sft' for a folder fine-tuned by the sft stage, else 'pt'."""
-    return "sft" if (model / SFT_INFO).is_file() else "pt"
+    return "sft" if is_fine_tuned(model) else "pt"
 
 
 def chat_settings(model: Path | None, stage: str, config: EvaluationConfig) -> tuple[bool, str | None]:
@@ -51,11 +49,11 @@ def chat_settings(model: Path | None, stage: str, config: EvaluationConfig) -> t
         return False, None
     if config.system_prompt is not None:
         return True, config.system_prompt
-    if model is None or not (model / SFT_INFO).is_file():
+    if model is None or not is_fine_tuned(model):
         raise InputError(
             f"{model}: an SFT model needs {SFT_INFO} (system prompt) or evaluation.system_prompt"
         )
-    info = json.loads((model / SFT_INFO).read_text())
+    info = read_sft_info(model)
     return True, info.get("system_prompt")
 
 
@@ -139,18 +137,13 @@ def num_parameters(results: dict[str, Any]) -> int | None:
 
 def run(args: argparse.Namespace) -> None:
     config = load_checked_config(args.config, args.experiment)
-    section = evaluation_config(config)
-    params = stage_params(config, "evaluate_pt")  # evaluate_pt and evaluate_sft read the same keys
+    section = config.evaluation
     model = Path(args.model)
     stage = args.model_stage
     if stage == "auto":
         stage = model_stage_of(model) if model.exists() else "pt"
     if model.exists() and (model / "manifest.json").is_file():
-        upstream = read_manifest(model)
-        if upstream.experiment is not None and upstream.experiment != args.experiment:
-            raise ArtifactError(
-                f"{model} belongs to experiment {upstream.experiment!r}, not {args.experiment!r}"
-            )
+        read_manifest(model, experiment=args.experiment)
     inputs: dict[str, Path] = {}
     if model.exists():
         inputs["model"] = model
@@ -163,13 +156,7 @@ def run(args: argparse.Namespace) -> None:
         )
     with (
         build_artifact(
-            args.out,
-            stage="evaluate",
-            params=params,
-            inputs=inputs,
-            code_files=CODE_FILES,
-            experiment=args.experiment,
-            fingerprint=job_fingerprint(config, f"evaluate_{stage}", args.experiment),
+            args.out, identity=job_identity(config, f"evaluate_{stage}", args.experiment, inputs), inputs=inputs
         ) as artifact,
         tempfile.TemporaryDirectory() as work,
     ):

@@ -21,15 +21,14 @@ from typing import Any
 
 import polars as pl
 
-from workflow_scripts.pipeline import job_fingerprint, stage_params
-from workflow_scripts.core.artifacts import InputError, build_artifact, read_manifest
-from workflow_scripts.core.cli import load_checked_config
-from workflow_scripts.evaluate.config import (
+from workflow_scripts.config.evaluate import (
     ContinuationTask,
     EvaluationConfig,
     PerplexityTask,
-    evaluation_config,
 )
+from workflow_scripts.core.artifacts import InputError, build_artifact, read_manifest
+from workflow_scripts.core.cli import load_checked_config
+from workflow_scripts.core.identity import job_identity
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,6 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 HELDOUT_FILE = "heldout.parquet"
 REQUIRED_COLUMNS = ("doc_id", "kind", "text")
 DATA_DIR_PLACEHOLDER = "data_dir"
-CODE_FILES = [Path(__file__), Path(__file__).with_name("config.py"), *sorted(TEMPLATES.glob("*.yaml"))]
 
 
 def read_heldout(corpus: Path) -> pl.DataFrame:
@@ -215,13 +213,10 @@ def materialise(tasks_dir: Path, dest: Path, cache_dir: Path) -> list[str]:
 
 def run(args: argparse.Namespace) -> None:
     config = load_checked_config(args.config)
-    section = evaluation_config(config)
-    params = stage_params(config, "eval_tasks")
+    section = config.evaluation
     frame = read_heldout(args.corpus)
-    with build_artifact(
-        args.out, stage="eval_tasks", params=params, inputs={"corpus": args.corpus}, code_files=CODE_FILES,
-        fingerprint=job_fingerprint(config, "eval_tasks"),
-    ) as artifact:
+    inputs = {"corpus": args.corpus}
+    with build_artifact(args.out, identity=job_identity(config, "eval_tasks", inputs=inputs), inputs=inputs) as artifact:
         counts = build_tasks(frame, section, artifact.path)
         artifact.counts.update({f"{name}_items": n for name, n in counts.items()})
         artifact.info["tasks"] = {name: spec.type for name, spec in section.local_tasks.items()}

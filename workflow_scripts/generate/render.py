@@ -11,8 +11,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from workflow_scripts.config.generate import RenderConfig
 from workflow_scripts.core.hashing import hash_value
-from workflow_scripts.generate.config import RenderConfig
 from workflow_scripts.generate.templates import ANSWER_LABELS
 
 _ROMAN = ("i", "ii", "iii", "iv")

@@ -25,18 +25,24 @@ from typing import Any, Sequence
 import polars as pl
 import yaml
 
+from workflow_scripts.config import ConfigError, PipelineConfig, parse_config
+from workflow_scripts.config.generate import Decoding, GenerationConfig, SchemaBounds
 from workflow_scripts.core.artifacts import InputError, build_artifact, read_manifest
-from workflow_scripts.pipeline import job_identity
-from workflow_scripts.pipeline import stage_params as pipeline_stage_params
 from workflow_scripts.core.cli import run_main, stage_parser
-from workflow_scripts.core.config import ConfigError, PipelineConfig, parse_config
 from workflow_scripts.core.hashing import canonical_json, hash_value
-from workflow_scripts.generate.cache import CachedBackend, RequestCache, request_key
-from workflow_scripts.generate.config import Decoding, GenerationConfig, SchemaBounds
-from workflow_scripts.generate.llm import LazyBackend, LLMBackend, LLMRequest, LLMResponse
+from workflow_scripts.core.identity import job_identity
 from workflow_scripts.generate.render import check_document, render_document, render_seed
-from workflow_scripts.generate.templates import (GenerationPlan, Topic, TopicPool, chosen_persona, load_personas,
-                                                 plan_generation)
+from workflow_scripts.generate.templates import (
+    GenerationPlan,
+    Topic,
+    TopicPool,
+    chosen_persona,
+    load_personas,
+    plan_generation,
+)
+from workflow_scripts.llm.cache import CachedBackend, RequestCache, request_key
+from workflow_scripts.llm.loader import LazyBackend
+from workflow_scripts.llm.types import LLMBackend, LLMRequest, LLMResponse
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +50,6 @@ STAGE = "generate"
 TOPICS_FILE = "topics.parquet"
 FAILURES_FILE = "failures.parquet"
 SHARD_PATTERN = "generations-{:05d}.parquet"
-CODE_DIR = Path(__file__).resolve().parent
-# The code whose change should rerun the stage (not the server or topic extraction).
-CODE_FILES = ("__init__.py", "__main__.py", "stage.py", "config.py", "llm.py", "cache.py", "templates.py",
-              "render.py", "backends/__init__.py", "backends/hf.py", "backends/openai_http.py",
-              "backends/vllm_offline.py")
 
 GENERATION_SCHEMA = {
     "generation_id": pl.String, "experiment": pl.String, "topic_id": pl.String, "topic": pl.String,
@@ -90,9 +91,6 @@ def load_stage_config(path: Path) -> tuple[PipelineConfig, GenerationConfig, dic
     return config, generation, raw
 
 
-def stage_params(config: PipelineConfig, generation: GenerationConfig, experiment: str) -> dict[str, Any]:
-    """Exactly the config values this stage reads, keyed by their dotted path."""
-    return pipeline_stage_params(config, STAGE, experiment)
 
 
 def max_document_chars(bounds: SchemaBounds, n_personas: int) -> int:
@@ -430,8 +428,8 @@ def run_stage(
     topics = read_topics(topics_dir, spec.topics)
     if backend is None:
         backend = LazyBackend(model_spec, models_dir, generation.backend_for(spec.generator))
-    identity = job_identity(config, STAGE, experiment)
-    with RequestCache(cache_dir) as cache, build_artifact(out, inputs=inputs, **identity) as artifact:
+    identity = job_identity(config, STAGE, experiment, inputs)
+    with RequestCache(cache_dir) as cache, build_artifact(out, identity=identity, inputs=inputs) as artifact:
         writer = ShardWriter(artifact.path, generation.rows_per_shard)
         result = generate_experiment(config, generation, experiment, topics, backend, cache, sink=writer,
                                      progress=progress)

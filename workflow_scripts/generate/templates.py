@@ -20,9 +20,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
+from workflow_scripts.config.generate import PromptConfig, SchemaBounds
 from workflow_scripts.core.artifacts import InputError
 from workflow_scripts.core.hashing import hash_value
-from workflow_scripts.generate.config import PromptConfig, SchemaBounds
 
 TEMPLATES = ("topic", "topic_styles", "topic_styles_persona", "multi_topic_styles_persona")
 ANSWER_LABELS = ("A", "B", "C", "D")

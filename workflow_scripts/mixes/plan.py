@@ -1,6 +1,6 @@
 """The arithmetic of a mix: effective tokens, epochs and shares of every source (pure; no I/O).
 
-See :mod:`workflow_scripts.mixes.config` for how budget, real tokens and the synthetic target combine.
+See :mod:`workflow_scripts.config.mixes` for how budget, real tokens and the synthetic target combine.
 Impossible requests raise :class:`MixError` with the numbers that make them impossible.
 """
 
@@ -10,8 +10,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from workflow_scripts.core.config import ConfigError
-from workflow_scripts.mixes.config import KINDS, MixConfig, MixSpec
+from workflow_scripts.config import ConfigError
+from workflow_scripts.config.mixes import KINDS, MixConfig, MixSpec
 
 SYNTHETIC = "synthetic"
 _EPS = 1e-9

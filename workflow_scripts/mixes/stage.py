@@ -13,7 +13,7 @@ Output (one artifact per experiment):
   epochs, share of the budget and whether it is in the blend.
 
 The arithmetic (:func:`workflow_scripts.mixes.plan.plan_mix`) is explained in
-:mod:`workflow_scripts.mixes.config`; an impossible request (budget below a required pass, repetition needed
+:mod:`workflow_scripts.config.mixes`; an impossible request (budget below a required pass, repetition needed
 but disabled, every weight zero, ...) is an error naming the numbers.
 """
 
@@ -23,25 +23,28 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
-from workflow_scripts.core.artifacts import ArtifactError, build_artifact
+from workflow_scripts.config import PipelineConfig
+from workflow_scripts.config.mixes import KINDS, MixConfig, MixSpec
+from workflow_scripts.core.artifacts import ArtifactError, JobIdentity, build_artifact
 from workflow_scripts.core.cli import load_checked_config, run_main, stage_parser
-from workflow_scripts.core.config import PipelineConfig
 from workflow_scripts.core.hashing import hash_value
-from workflow_scripts.mixes.blend import BLEND_FILE, BlendFile, BlendSource, BlendTokenizer, ValidBlend
-from workflow_scripts.mixes.config import KINDS, MixConfig, MixSpec
+from workflow_scripts.core.identity import job_identity
 from workflow_scripts.mixes.plan import SYNTHETIC, MixPlan, SourceStats, plan_mix
-from workflow_scripts.tokenization.identity import CHECKED_KEYS
-from workflow_scripts.tokenization.reader import TokenizedArtifact, TokenizedDataset, read_tokenized
+from workflow_scripts.mixes.reader import BLEND_FILE, BlendFile, BlendSource, BlendTokenizer, ValidBlend
+from workflow_scripts.tokenization.reader import (
+    CHECKED_KEYS,
+    TokenizedArtifact,
+    TokenizedDataset,
+    read_tokenized,
+)
 
 log = logging.getLogger(__name__)
 
 STAGE = "mix"
 PARAM_KEYS = ("mixes", "experiments.{experiment}.mix")
-CODE_FILES = tuple(sorted(Path(__file__).resolve().parent.glob("*.py")))
 HELDOUT_PREFIX = "heldout_"
 SOURCES_PARQUET, SOURCES_MD = "sources.parquet", "sources.md"
 
@@ -204,13 +207,20 @@ def sources_markdown(plan: MixPlan, blend: BlendFile, experiment: str | None) ->
     return "\n".join(lines)
 
 
+def _inputs(real_dir: Path, synthetic_dir: Path | None) -> dict[str, Path]:
+    inputs = {"real_tokens": real_dir}
+    if synthetic_dir is not None:
+        inputs["synthetic_tokens"] = synthetic_dir
+    return inputs
+
+
 def build_mix(
     out: Path,
     real_dir: Path,
     synthetic_dir: Path | None,
     config: MixConfig,
     spec: MixSpec,
-    identity: dict[str, Any],
+    identity: JobIdentity,
     experiment: str | None = None,
 ) -> BlendFile:
     real = read_tokenized(real_dir)
@@ -225,10 +235,8 @@ def build_mix(
         real_sources(real), synthetic_source(synthetic) if synthetic else None, config, spec, where
     )
     blend = make_blend(plan, real, synthetic, config, experiment)
-    inputs: dict[str, Path | str] = {"real_tokens": real_dir}
-    if synthetic_dir is not None:
-        inputs["synthetic_tokens"] = synthetic_dir
-    with build_artifact(out, inputs=inputs, **identity) as artifact:
+    inputs = _inputs(real_dir, synthetic_dir)
+    with build_artifact(out, identity=identity, inputs=inputs) as artifact:
         (artifact.path / BLEND_FILE).write_text(json.dumps(blend.model_dump(mode="json"), indent=2) + "\n")
         sources_table(plan, experiment).write_parquet(artifact.path / SOURCES_PARQUET)
         (artifact.path / SOURCES_MD).write_text(sources_markdown(plan, blend, experiment))
@@ -263,31 +271,9 @@ def build_mix(
 
 
 def mix_sections(config: PipelineConfig, experiment: str) -> tuple[MixConfig, MixSpec]:
-    mixes = getattr(config, "mixes", None)
-    if mixes is None:
+    if config.mixes is None:
         raise ArtifactError("the configuration has no 'mixes' section (budget, real weights, seq_length)")
-    spec = getattr(config.experiments[experiment], "mix", None) or MixSpec()
-    return mixes, spec
-
-
-def stage_identity(config: PipelineConfig, experiment: str) -> dict[str, Any]:
-    from workflow_scripts.pipeline import job_identity
-
-    try:
-        return job_identity(config, STAGE, experiment)
-    except KeyError:
-        log.warning("stage %r is not in the pipeline plan: the manifest gets no fingerprint", STAGE)
-        mixes, spec = mix_sections(config, experiment)
-        return {
-            "params": {
-                "mixes": mixes.model_dump(mode="json"),
-                f"experiments.{experiment}.mix": spec.model_dump(mode="json"),
-            },
-            "fingerprint": "",
-            "stage": STAGE,
-            "experiment": experiment,
-            "code_files": list(CODE_FILES),
-        }
+    return config.mixes, config.experiments[experiment].mix
 
 
 def run(args: argparse.Namespace) -> None:
@@ -299,7 +285,7 @@ def run(args: argparse.Namespace) -> None:
         args.synthetic_tokens,
         mixes,
         spec,
-        stage_identity(config, args.experiment),
+        job_identity(config, STAGE, args.experiment, _inputs(args.real_tokens, args.synthetic_tokens)),
         args.experiment,
     )
 

@@ -1,7 +1,6 @@
 """Pre-training with megatron-core (stage ``pretrain``) and conversion to Hugging Face (stage ``convert``).
 
-- ``model_configs``: the named architectures (paper 350M / 1.4B, tiny CPU default) and parameter counts;
-- ``config``: the ``pretrain:`` configuration section and the config keys each stage reads;
+(The named architectures and the ``pretrain:`` section live in :mod:`workflow_scripts.config`.)
 - ``train`` (``python -m workflow_scripts.pretrain``): the training stage;
 - ``convert`` (``python -m workflow_scripts.pretrain.convert``): checkpoint -> LlamaForCausalLM folder;
 - ``cpu``: the few adjustments megatron-core needs to run on a CPU, kept apart from the rest;

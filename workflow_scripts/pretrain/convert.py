@@ -26,19 +26,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from workflow_scripts.pipeline import job_fingerprint
+from workflow_scripts.config.model_configs import ModelArch
 from workflow_scripts.core.artifacts import InputError, build_artifact, read_manifest
 from workflow_scripts.core.cli import load_checked_config, run_main, stage_parser
-from workflow_scripts.pretrain.config import PARAM_KEYS_CONVERT, pretrain_config, section_params
-from workflow_scripts.pretrain.model_configs import ModelArch
+from workflow_scripts.core.identity import job_identity
 from workflow_scripts.pretrain.train import quiet_megatron
-from workflow_scripts.tokenization.identity import check_tokenizer, tokenizer_info
+from workflow_scripts.tokenization.reader import check_tokenizer, tokenizer_info
 
 log = logging.getLogger(__name__)
 
-PACKAGE = Path(__file__).resolve().parent
-CODE_FILES = [PACKAGE / name for name in ("convert.py", "model_configs.py", "model.py", "cpu.py")] + [
-    PACKAGE.parent / "tokenization" / "identity.py"]
 STAGE = "convert"
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
@@ -165,9 +161,9 @@ def convert(artifact: Path, out_dir: Path, *, dtype: str = "float32", tokenizer_
 
 def load_megatron_model(artifact: Path):
     """The trained GPTModel (TP = PP = 1, fp32, eval mode) on CPU, for parity checks and debugging."""
+    from workflow_scripts.config.pretrain import PretrainConfig
     from workflow_scripts.pretrain import checkpoint
     from workflow_scripts.pretrain import model as mm
-    from workflow_scripts.pretrain.config import PretrainConfig
 
     quiet_megatron()
     info = read_pretrain_info(artifact)
@@ -183,19 +179,14 @@ def load_megatron_model(artifact: Path):
 
 def run(args: argparse.Namespace) -> None:
     config = load_checked_config(args.config, args.experiment)
-    section = pretrain_config(config)
-    params = section_params(section, PARAM_KEYS_CONVERT)
-    manifest = read_manifest(args.checkpoint, stage="pretrain")
-    if args.experiment is not None and manifest.experiment not in (None, args.experiment):
-        raise InputError(f"{args.checkpoint}: trained for experiment {manifest.experiment!r}, "
-                         f"not {args.experiment!r}")
+    read_manifest(args.checkpoint, stage="pretrain", experiment=args.experiment)
     inputs: dict[str, Path] = {"checkpoint": args.checkpoint}
     if args.tokenizer is not None:
         inputs["tokenizer"] = args.tokenizer
-    fingerprint = job_fingerprint(config, STAGE, args.experiment)
-    with build_artifact(args.out, stage=STAGE, params=params, inputs=inputs, code_files=CODE_FILES,
-                        experiment=args.experiment, fingerprint=fingerprint) as artifact:
-        convert(args.checkpoint, artifact.path, dtype=DTYPES[section.export_dtype], tokenizer_dir=args.tokenizer)
+    identity = job_identity(config, STAGE, args.experiment, inputs)
+    with build_artifact(args.out, identity=identity, inputs=inputs) as artifact:
+        convert(args.checkpoint, artifact.path, dtype=DTYPES[config.pretrain.export_dtype],
+                tokenizer_dir=args.tokenizer)
         facts = json.loads((artifact.path / "convert_info.json").read_text())
         artifact.counts.update(parameters=facts["parameters"])
         artifact.info.update(facts)

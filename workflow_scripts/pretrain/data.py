@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from workflow_scripts.mixes.blend import BlendFile, read_blend
+from workflow_scripts.mixes.reader import BlendFile, read_blend
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def build_train_dataset(mix: Mix, *, samples: int, seq_length: int, seed: int, c
     ``strict_budget``: refuse a sample count more than 1 % away from the mix's plan (the mix's reported
     epochs per source would be wrong); otherwise warn.
     """
-    from workflow_scripts.mixes.megatron import build_gpt_datasets
+    from workflow_scripts.mixes.reader import build_gpt_datasets
 
     train, _, _ = build_gpt_datasets(mix.root, cache_dir=cache_dir, seq_length=seq_length, num_samples=samples,
                                      seed=seed, strict_budget=strict_budget, eod_mask_loss=eod_mask_loss)

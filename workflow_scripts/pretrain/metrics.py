@@ -1,7 +1,7 @@
 """Per-step training metrics: a TSV file ``dvc plots`` draws, and model FLOPs utilisation (MFU).
 
 MFU = achieved model FLOPs per second / peak FLOPs per second of the GPUs used, with model FLOPs from
-:func:`workflow_scripts.pretrain.model_configs.flops_per_token` (6 N + 12 L s h per token).
+:func:`workflow_scripts.config.model_configs.flops_per_token` (6 N + 12 L s h per token).
 """
 
 from __future__ import annotations

@@ -15,10 +15,10 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 
-from workflow_scripts.core.config import ConfigError
+from workflow_scripts.config import ConfigError
+from workflow_scripts.config.model_configs import ModelArch
+from workflow_scripts.config.pretrain import PretrainConfig
 from workflow_scripts.pretrain import cpu
-from workflow_scripts.pretrain.config import PretrainConfig
-from workflow_scripts.pretrain.model_configs import ModelArch
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from workflow_scripts.core.artifacts import build_artifact
-from workflow_scripts.mixes.blend import BLEND_FILE
+from workflow_scripts.core.artifacts import JobIdentity, build_artifact
+from workflow_scripts.mixes.reader import BLEND_FILE
 from workflow_scripts.pretrain.data import MIX_STAGE
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def write_documents(prefix: Path, documents: list[np.ndarray], vocab_size: int) 
     import torch
     from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
-    from workflow_scripts.tokenization.identity import token_dtype
+    from workflow_scripts.tokenization.reader import token_dtype
 
     dtype = np.uint16 if token_dtype(vocab_size) == "uint16" else np.int32
     builder = IndexedDatasetBuilder(f"{prefix}.bin", dtype=dtype)
@@ -65,8 +65,8 @@ def make_synthetic_mix(out: Path, *, vocab_size: int, tokens: int, seq_length: i
     ``eod`` must then be its size and end-of-document id.
     """
     from workflow_scripts.core.hashing import hash_file
-    from workflow_scripts.mixes.blend import BlendFile, BlendSource, BlendTokenizer
-    from workflow_scripts.tokenization.identity import describe_tokenizer, token_dtype
+    from workflow_scripts.mixes.reader import BlendFile, BlendSource, BlendTokenizer
+    from workflow_scripts.tokenization.reader import describe_tokenizer, token_dtype
 
     rng = np.random.default_rng(seed)
     if tokenizer_dir is not None:
@@ -81,8 +81,8 @@ def make_synthetic_mix(out: Path, *, vocab_size: int, tokens: int, seq_length: i
     params = {"vocab_size": vocab_size, "tokens": tokens, "sources": sources, "seq_length": seq_length,
               "budget_tokens": budget_tokens, "eod": eod, "seed": seed}
     inputs = {"tokenizer": tokenizer_dir} if tokenizer_dir is not None else {}
-    with build_artifact(out, stage=MIX_STAGE, params=params, inputs=inputs, code_files=[Path(__file__)],
-                        experiment=experiment) as artifact:
+    identity = JobIdentity(stage=MIX_STAGE, experiment=experiment, params=params)  # not a pipeline job
+    with build_artifact(out, identity=identity, inputs=inputs) as artifact:
         (artifact.path / "tokens").mkdir()
         made = []
         for index in range(sources):

@@ -41,22 +41,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from workflow_scripts.pipeline import job_fingerprint
-from workflow_scripts.core.artifacts import ArtifactError, build_artifact, read_manifest, require
+from workflow_scripts.config import ConfigError
+from workflow_scripts.config.model_configs import ModelArch, flops_per_token, get_arch, padded_vocab_size
+from workflow_scripts.config.pretrain import PARAM_KEYS, PretrainConfig
+from workflow_scripts.core.artifacts import ArtifactError, JobIdentity, build_artifact, read_manifest, require
 from workflow_scripts.core.cli import load_checked_config, run_main, stage_parser
-from workflow_scripts.core.config import ConfigError
 from workflow_scripts.core.hashing import hash_value
-from workflow_scripts.mixes.blend import read_blend
-from workflow_scripts.pretrain.config import PARAM_KEYS, PretrainConfig, pretrain_config, section_params
+from workflow_scripts.core.identity import job_identity
+from workflow_scripts.mixes.reader import read_blend
 from workflow_scripts.pretrain.data import MIX_STAGE, Mix, read_mix
-from workflow_scripts.pretrain.model_configs import ModelArch, flops_per_token, get_arch, padded_vocab_size
 
 log = logging.getLogger(__name__)
 
 PACKAGE = Path(__file__).resolve().parent
-CODE_FILES = [PACKAGE / name for name in
-              ("train.py", "config.py", "model_configs.py", "model.py", "cpu.py", "data.py", "checkpoint.py",
-               "metrics.py")] + [PACKAGE.parent / "mixes" / name for name in ("blend.py", "megatron.py")]
 STAGE = "pretrain"
 INFO_FILE = "pretrain.json"
 RUN_FILE = "run.json"
@@ -170,11 +167,10 @@ def run_training(
     out: Path,
     config: PretrainConfig,
     *,
-    params: dict[str, Any] | None = None,
+    identity: JobIdentity | None = None,
     experiment: str | None = None,
     resume: bool = True,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
-    fingerprint: str = "",
 ) -> Path:
     """Train on the mix and publish the artifact at ``out``; collective over torchrun's processes.
 
@@ -182,15 +178,17 @@ def run_training(
     """
     mix_dir, out = Path(mix_dir), Path(out)
     quiet_megatron()
-    params = params if params is not None else section_params(config, PARAM_KEYS)
+    if identity is None:  # outside the pipeline (library use, tests): the keys the stage reads, no fingerprint
+        values = config.model_dump(mode="json")
+        params = {key: values[key.removeprefix("pretrain.")] for key in PARAM_KEYS}
+        identity = JobIdentity(stage=STAGE, experiment=experiment, params=params)
     mix = read_mix(mix_dir)
     plan = plan_run(config, mix)
-    identity = mix_identity(mix_dir, experiment)
+    mix_id = mix_identity(mix_dir, experiment)
     from workflow_scripts.pretrain.model import process_groups
 
     with process_groups(config.tensor_parallel_size, config.pipeline_parallel_size) as runtime:
-        _train(mix, out, config, plan, runtime, params=params, identity=identity, experiment=experiment,
-               resume=resume, on_step=on_step, fingerprint=fingerprint)
+        _train(mix, out, config, plan, runtime, job=identity, mix_id=mix_id, resume=resume, on_step=on_step)
     return out
 
 
@@ -204,9 +202,8 @@ def quiet_megatron() -> None:
     warnings.filterwarnings("ignore", message=r"full scope is deprecated", module=r"megatron\.core")
 
 
-def _train(mix: Mix, out: Path, config: PretrainConfig, plan: Plan, runtime, *, params: dict[str, Any],
-           identity: str, experiment: str | None, resume: bool,
-           on_step: Callable[[int, dict[str, float]], None] | None, fingerprint: str = "") -> None:
+def _train(mix: Mix, out: Path, config: PretrainConfig, plan: Plan, runtime, *, job: JobIdentity, mix_id: str,
+           resume: bool, on_step: Callable[[int, dict[str, float]], None] | None) -> None:
     import torch
     from megatron.core import parallel_state
     from megatron.core.pipeline_parallel import get_forward_backward_func
@@ -235,7 +232,8 @@ def _train(mix: Mix, out: Path, config: PretrainConfig, plan: Plan, runtime, *, 
     work = work_dir(out)
     ckpt_root = work / "checkpoints"
     if rank == 0:
-        _prepare_work_dir(work, hash_value({"params": params, "mix": identity, "world": world}), resume)
+        _prepare_work_dir(work, hash_value({"config": config.model_dump(mode="json"), "mix": mix_id, "world": world}),
+                          resume)
         checkpoint.clean_temporaries(ckpt_root)
     torch.distributed.barrier()
 
@@ -314,7 +312,7 @@ def _train(mix: Mix, out: Path, config: PretrainConfig, plan: Plan, runtime, *, 
                                 keep=config.keep_checkpoints)
 
     if rank == 0:
-        _publish(out, final, work, mix, plan, config, params, experiment, runtime, dtype_name, world, fingerprint)
+        _publish(out, final, work, mix, plan, config, job, runtime, dtype_name, world)
     torch.distributed.barrier()
     if rank == 0:
         shutil.rmtree(work, ignore_errors=True)
@@ -335,8 +333,7 @@ def _prepare_work_dir(work: Path, fingerprint: str, resume: bool) -> None:
 
 
 def _publish(out: Path, final: Path, work: Path, mix: Mix, plan: Plan, config: PretrainConfig,
-             params: dict[str, Any], experiment: str | None, runtime, dtype_name: str, world: int,
-             fingerprint: str = "") -> None:
+             job: JobIdentity, runtime, dtype_name: str, world: int) -> None:
     from workflow_scripts.pretrain.metrics import read_metrics
 
     rows = read_metrics(work / "metrics.tsv")
@@ -361,8 +358,7 @@ def _publish(out: Path, final: Path, work: Path, mix: Mix, plan: Plan, config: P
     speeds = sorted(r["tokens_per_s"] for r in rows)
     log.info("trained %d steps (%d tokens): final loss %.4f, median %.0f tokens/s", plan.train_steps,
              info["tokens"], rows[-1]["loss"] if rows else math.nan, speeds[len(speeds) // 2] if speeds else 0)
-    with build_artifact(out, stage=STAGE, params=params, inputs=inputs, code_files=CODE_FILES,
-                        experiment=experiment, fingerprint=fingerprint) as artifact:
+    with build_artifact(out, identity=job, inputs=inputs) as artifact:
         shutil.copytree(final, artifact.path / "checkpoint")
         shutil.copy2(work / "metrics.tsv", artifact.path / "metrics.tsv")
         if mix.tokenizer_dir is not None:
@@ -375,10 +371,9 @@ def _publish(out: Path, final: Path, work: Path, mix: Mix, plan: Plan, config: P
 
 def run(args: argparse.Namespace) -> None:
     config = load_checked_config(args.config, args.experiment)
-    section = pretrain_config(config)
-    run_training(args.mix, args.out, section, params=section_params(section, PARAM_KEYS),
-                 experiment=args.experiment, resume=not args.no_resume,
-                 fingerprint=job_fingerprint(config, STAGE, args.experiment))
+    identity = job_identity(config, STAGE, args.experiment, {"mix": args.mix})
+    run_training(args.mix, args.out, config.pretrain, identity=identity, experiment=args.experiment,
+                 resume=not args.no_resume)
 
 
 def main(argv: list[str] | None = None) -> int:

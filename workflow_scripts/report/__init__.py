@@ -7,7 +7,3 @@ Command line (``python -m workflow_scripts.report --help``)::
 
 Light at import (pydantic, polars); matplotlib is imported when a figure is drawn.
 """
-
-from workflow_scripts.report.config import PARAM_KEYS, ExperimentTag, PaperCell, ReportConfig, report_config
-
-__all__ = ["PARAM_KEYS", "ExperimentTag", "PaperCell", "ReportConfig", "report_config"]

@@ -30,22 +30,18 @@ from typing import Any
 
 import polars as pl
 
-from workflow_scripts.pipeline import job_fingerprint, stage_params
+from workflow_scripts.config.evaluate import EvaluationConfig
+from workflow_scripts.config.paper import RATIO_SHAPE
+from workflow_scripts.config.report import TABLE_TITLES, TABLES, ReportConfig
 from workflow_scripts.core.artifacts import InputError, build_artifact
 from workflow_scripts.core.cli import load_checked_config
-from workflow_scripts.evaluate.config import EvaluationConfig, evaluation_config
+from workflow_scripts.core.identity import job_identity
 from workflow_scripts.report import collect, figures, tables
-from workflow_scripts.report.config import TABLE_TITLES, TABLES, ReportConfig, report_config
-from workflow_scripts.report.paper import RATIO_SHAPE
 from workflow_scripts.report.stats import Correlation, correlate
 
 log = logging.getLogger(__name__)
 
 PACKAGE = Path(__file__).resolve().parent
-CODE_FILES = sorted(PACKAGE.glob("*.py")) + [
-    PACKAGE.parent / "evaluate" / "scores.py",
-    PACKAGE.parent / "evaluate" / "config.py",
-]
 
 
 def _finite(value: Any) -> Any:
@@ -335,8 +331,7 @@ def _ratio_points(headline: pl.DataFrame, report: ReportConfig) -> pl.DataFrame:
 
 def run(args: argparse.Namespace) -> None:
     config = load_checked_config(args.config)
-    report, evaluation = report_config(config), evaluation_config(config)
-    params = stage_params(config, "report")
+    report, evaluation = config.report, config.evaluation
     evals, diversity_paths, curve_paths = (
         sorted(set(paths or [])) for paths in (args.evals, args.diversity, args.train_metrics)
     )
@@ -346,10 +341,7 @@ def run(args: argparse.Namespace) -> None:
     inputs = {f"evals_{i}": p for i, p in enumerate(evals)}
     inputs.update({f"diversity_{i}": p for i, p in enumerate(diversity_paths)})
     inputs.update({f"train_metrics_{i}": p for i, p in enumerate(curve_paths)})
-    with build_artifact(
-        args.out, stage="report", params=params, inputs=inputs, code_files=CODE_FILES,
-        fingerprint=job_fingerprint(config, "report"),
-    ) as artifact:
+    with build_artifact(args.out, identity=job_identity(config, "report", inputs=inputs), inputs=inputs) as artifact:
         counts = build(
             records, diversity, curves, report, evaluation, artifact.path, list(config.experiments)
         )

@@ -16,9 +16,9 @@ from typing import Any, Iterable
 
 import polars as pl
 
+from workflow_scripts.config.evaluate import EvaluationConfig
 from workflow_scripts.core.artifacts import MANIFEST, ArtifactError, InputError, Manifest, read_manifest
-from workflow_scripts.evaluate.config import EvaluationConfig
-from workflow_scripts.evaluate.scores import Scores, display_value, headline_mean, select
+from workflow_scripts.evaluate.reader import Scores, display_value, headline_mean, select
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def find_artifacts(paths: Iterable[Path], stages: tuple[str, ...] | None) -> lis
 
 def load_evals(paths: Iterable[Path]) -> list[EvalRecord]:
     records: dict[tuple[str, str], EvalRecord] = {}
-    for path, manifest in find_artifacts(paths, ("evaluate",)):
+    for path, manifest in find_artifacts(paths, ("evaluate_pt", "evaluate_sft")):
         file = path / "scores.json"
         if not file.is_file():
             raise ArtifactError(f"{path}: evaluate artifact without scores.json")

@@ -13,10 +13,10 @@ from typing import Any
 
 import polars as pl
 
-from workflow_scripts.evaluate.config import EvaluationConfig
-from workflow_scripts.report import paper
+from workflow_scripts.config import paper
+from workflow_scripts.config.evaluate import EvaluationConfig
+from workflow_scripts.config.report import ReportConfig
 from workflow_scripts.report.collect import MEAN_TASK
-from workflow_scripts.report.config import ReportConfig
 
 HEADERS = {  # (row header, column header) per table
     "table6": ("Topics (T)", "Generations per topic (G)"),
@@ -79,7 +79,7 @@ def paper_comparison(
         evaluation.mean_tasks()
     ) == sorted(paper.PAPER_TASKS)
     if same_protocol:
-        from workflow_scripts.evaluate.config import PAPER_METRICS
+        from workflow_scripts.config.evaluate import PAPER_METRICS
 
         same_protocol = all(evaluation.scoring[t].metric == m for t, m in PAPER_METRICS.items())
     means = {(r["experiment"], r["model_stage"]): r[MEAN_TASK] for r in headline.iter_rows(named=True)}

@@ -14,18 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-
-from workflow_scripts.pipeline import job_fingerprint, stage_params
-from workflow_scripts.core.artifacts import ArtifactError, InputError, build_artifact, read_manifest
+from workflow_scripts.config.sft import InstructionSource, SFTConfig
+from workflow_scripts.core.artifacts import InputError, build_artifact, read_manifest
 from workflow_scripts.core.cli import add_common_arguments, load_checked_config, run_main
-from workflow_scripts.sft.config import DEFAULT_SYSTEM_PROMPT, PARAM_KEYS, InstructionSource, SFTConfig, sft_config  # noqa: F401
+from workflow_scripts.core.identity import job_identity
+from workflow_scripts.generate.reader import generation_shards, iter_documents
+from workflow_scripts.sft.reader import SFT_INFO
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
 
-SFT_INFO = "sft_info.json"  # read by the evaluate stage: an SFT model is evaluated with this system prompt
 METRICS_FILE = "metrics.csv"
 HELDOUT_FILE = "heldout.jsonl"
 IGNORE_INDEX = -100
@@ -117,20 +117,8 @@ def flan_pair(record: dict[str, Any], where: str) -> Pair:
     return Pair(_text(record, "inputs", where).strip(), _text(record, "targets", where).strip(), "flan")
 
 
-# Generated documents: the generate stage writes a flat object {passages, question, options, answer,
-# explanation}; older/other producers nest the question ({"question": {"question", "options", ...}}).
-# Both are accepted, with a few synonyms, so that SFT does not break on a renamed key.
-_QUESTION_KEYS = ("question", "stem", "prompt")
-_OPTION_KEYS = ("options", "choices")
-_ANSWER_KEYS = ("answer", "label", "correct", "answer_label")
-_EXPLANATION_KEYS = ("explanation", "reasoning", "rationale")
-
-
-def _first(obj: dict[str, Any], keys: Iterable[str]) -> Any:
-    for key in keys:
-        if key in obj and obj[key] is not None:
-            return obj[key]
-    return None
+# Generated documents: the generate stage writes one flat JSON object {passages, question, options, answer,
+# explanation} per row (generate/templates.py owns the schema).
 
 
 def _answer_index(answer: Any, options: list[str], where: str) -> int:
@@ -155,23 +143,16 @@ def mcq_from_document(document: Any, where: str) -> dict[str, Any]:
             raise InputError(f"{where}: raw JSON does not parse ({error.msg})") from None
     if not isinstance(document, dict):
         raise InputError(f"{where}: expected a JSON object, got {type(document).__name__}")
-    block = document
-    nested = _first(document, ("question", "mcq", "multiple_choice"))
-    if isinstance(nested, dict):
-        block = nested
-    question = _first(block, _QUESTION_KEYS)
-    options = _first(block, _OPTION_KEYS)
-    if isinstance(options, dict):
-        options = [options[k] for k in sorted(options)]
+    question, options = document.get("question"), document.get("options")
     if not isinstance(question, str) or not question.strip():
-        raise InputError(f"{where}: no question text (keys {sorted(block)})")
+        raise InputError(f"{where}: no question text (keys {sorted(document)})")
     if not isinstance(options, list) or len(options) != 4 or not all(isinstance(o, str) for o in options):
         raise InputError(f"{where}: 'options' must be a list of 4 strings (got {options!r:.120})")
-    explanation = _first(block, _EXPLANATION_KEYS)
+    explanation = document.get("explanation")
     return {
         "question": question.strip(),
         "options": [o.strip() for o in options],
-        "answer": _answer_index(_first(block, _ANSWER_KEYS), options, where),
+        "answer": _answer_index(document.get("answer"), options, where),
         "explanation": explanation.strip() if isinstance(explanation, str) else "",
     }
 
@@ -186,40 +167,6 @@ def mcq_pair(mcq: dict[str, Any], include_explanation: bool) -> Pair:
     return Pair(prompt, verdict, "generated_mcq")
 
 
-GENERATION_COLUMNS = ("raw_json", "json", "document", "parsed")
-SHARD_GLOB = "generations-*.parquet"
-NON_SHARDS = ("failures.parquet", "topics.parquet")
-GENERATION_STAGE = "generate"
-
-
-def iter_generated_documents(generations: Path) -> Iterator[tuple[str, Any]]:
-    """(where, document) for every row of the Parquet shards of a generate artifact."""
-    import polars as pl
-
-    if generations.is_dir():
-        # the generate stage's shards; other Parquet files there (failures, topics) hold no documents
-        files = sorted(generations.rglob(SHARD_GLOB)) or sorted(
-            p for p in generations.rglob("*.parquet") if p.name not in NON_SHARDS
-        )
-    else:
-        files = [generations]
-    if not files:
-        raise InputError(f"{generations}: no Parquet shards")
-    for file in files:
-        frame = pl.read_parquet(file)
-        column = next((c for c in GENERATION_COLUMNS if c in frame.columns), None)
-        if column is None:
-            raise InputError(
-                f"{file}: no column with the generated JSON (looked for {GENERATION_COLUMNS}; "
-                f"has {frame.columns})"
-            )
-        if "ok" in frame.columns:  # failed generations are recorded but carry no usable document
-            frame = frame.filter(pl.col("ok"))
-        for index, value in enumerate(frame[column].to_list()):
-            if value is not None:
-                yield f"{file} row {index}", value
-
-
 def load_pairs(config: SFTConfig, generations: Path | None) -> tuple[list[Pair], dict[str, int]]:
     """All instruction pairs of the configured sources, in source order; plus per-source counts."""
     pairs: list[Pair] = []
@@ -231,7 +178,7 @@ def load_pairs(config: SFTConfig, generations: Path | None) -> tuple[list[Pair],
                 raise InputError(
                     "sft.sources has a generated_mcq source: pass --generations (a generate artifact)"
                 )
-            records: Iterable[tuple[str, Any]] = iter_generated_documents(generations)
+            records: Iterable[tuple[str, Any]] = iter_documents(generations)
         else:
             records = iter_records(source)
         for where, record in records:
@@ -459,14 +406,14 @@ def load_model_and_tokenizer(model_path: str, tokenizer_path: str | None, config
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from workflow_scripts.local_models import CHAT_TEMPLATE
+    from workflow_scripts.config.root import PLAIN_CHAT_TEMPLATE
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or model_path)
     if config.chat_template is not None:
         tokenizer.chat_template = config.chat_template
     elif not getattr(tokenizer, "chat_template", None):
         log.info("the tokenizer has no chat template: using the project's plain one")
-        tokenizer.chat_template = CHAT_TEMPLATE
+        tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     dtype = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
@@ -553,12 +500,7 @@ def _check_upstream(path: Path, experiment: str, what: str) -> str | None:
     if not (path / "manifest.json").is_file():
         log.warning("%s %s has no manifest: treated as external input", what, path)
         return None
-    manifest = read_manifest(path)
-    if manifest.experiment is not None and manifest.experiment != experiment:
-        raise ArtifactError(
-            f"{path}: {what} belongs to experiment {manifest.experiment!r}, but {experiment!r} was expected"
-        )
-    return manifest.stage
+    return read_manifest(path, experiment=experiment).stage
 
 
 def _local_inputs(config: SFTConfig) -> dict[str, Path]:
@@ -571,8 +513,7 @@ def _local_inputs(config: SFTConfig) -> dict[str, Path]:
 
 def run(args: argparse.Namespace) -> None:
     config = load_checked_config(args.config, args.experiment)
-    section = sft_config(config)
-    params = stage_params(config, "sft", args.experiment)
+    section = config.sft
     model = Path(args.model)
     inputs: dict[str, Path] = _local_inputs(section)
     info: dict[str, Any] = {}
@@ -583,24 +524,13 @@ def run(args: argparse.Namespace) -> None:
     if wanted is not None:
         if args.generations is None:
             raise InputError("sft.sources has a generated_mcq source: pass --generations")
-        stage = _check_upstream(args.generations, wanted, "the generations")
-        if stage is not None and stage != GENERATION_STAGE:
-            raise ArtifactError(
-                f"{args.generations} was made by stage {stage!r}, expected {GENERATION_STAGE!r}"
-            )
+        generation_shards(args.generations, wanted)  # refuses another stage's or experiment's artifact
         inputs["generations"] = args.generations
     if args.tokenizer is not None:
         inputs["tokenizer"] = args.tokenizer
     pairs, counts = load_pairs(section, args.generations if wanted is not None else None)
-    with build_artifact(
-        args.out,
-        stage="sft",
-        params=params,
-        inputs=inputs,
-        code_files=[Path(__file__)],
-        experiment=args.experiment,
-        fingerprint=job_fingerprint(config, "sft", args.experiment),
-    ) as artifact:
+    identity = job_identity(config, "sft", args.experiment, inputs)
+    with build_artifact(args.out, identity=identity, inputs=inputs) as artifact:
         facts = fine_tune(
             str(args.model),
             pairs,

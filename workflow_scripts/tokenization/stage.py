@@ -27,28 +27,37 @@ import os
 import re
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from workflow_scripts.core.artifacts import ArtifactError, InputError, build_artifact, read_manifest
+from workflow_scripts.config import PipelineConfig, lookup
+from workflow_scripts.config.tokenize import LOCAL_TOKENIZER, TokenizeConfig
+from workflow_scripts.core.artifacts import (
+    ArtifactError,
+    InputError,
+    JobIdentity,
+    build_artifact,
+    read_manifest,
+)
 from workflow_scripts.core.cli import add_common_arguments, load_checked_config, run_main
-from workflow_scripts.core.config import PipelineConfig
-from workflow_scripts.tokenization.config import LOCAL_TOKENIZER, TokenizeConfig
+from workflow_scripts.core.identity import code_hash, job_identity
+from workflow_scripts.core.stages import STAGES
+from workflow_scripts.generate.reader import STAGE as GENERATION_STAGE
+from workflow_scripts.generate.reader import generation_shards
 from workflow_scripts.tokenization.encode import OrderedPool, encode_batch, init_encoder
-from workflow_scripts.tokenization.identity import TokenizerInfo, backend_json, load_tokenizer, tokenizer_info
 from workflow_scripts.tokenization.indexed import IndexedDatasetWriter
+from workflow_scripts.tokenization.reader import TokenizerInfo, backend_json, load_tokenizer, tokenizer_info
 
 log = logging.getLogger(__name__)
 
 # Stage names in the pipeline plan, and the config keys each reads.
 STAGE_REAL, STAGE_SYNTHETIC, STAGE_CORPUS = "tokenize_real", "tokenize_synthetic", "tokenize"
 PARAM_KEYS = ("tokenize",)
-CODE_FILES = tuple(sorted(Path(__file__).resolve().parent.glob("*.py")))
 REAL_TRAIN, REAL_HELDOUT, HELDOUT_PREFIX = "train.parquet", "heldout.parquet", "heldout_"
-GENERATION_SHARDS, SYNTHETIC_DATASET = "generations-*.parquet", "synthetic"
+SYNTHETIC_DATASET = "synthetic"
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 READ_ROWS = 256  # rows per Parquet read; with buffered reads memory stays bounded even for huge row groups
 READ_BUFFER = 1 << 20
@@ -220,7 +229,7 @@ def tokenize_parts(
     out: Path,
     *,
     tokenizer: str,
-    identity: dict[str, Any],
+    identity: JobIdentity,
     revision: str | None = None,
     eod_token: str | None = None,
     text_column: str = "text",
@@ -229,7 +238,7 @@ def tokenize_parts(
     batch_chars: int = 1 << 20,
     source: dict[str, Any] | None = None,
 ) -> TokenizerInfo:
-    """Tokenize ``parts`` into artifact ``out`` (``identity``: what ``build_artifact`` needs beyond paths)."""
+    """Tokenize ``parts`` into artifact ``out`` (``identity``: what its manifest records)."""
     hf_tokenizer = load_tokenizer(tokenizer, revision)
     info = tokenizer_info(hf_tokenizer, tokenizer, revision, eod_token)
     workers = max(1, workers or available_cores())
@@ -246,7 +255,7 @@ def tokenize_parts(
         info.dtype,
         workers,
     )
-    with build_artifact(out, inputs=inputs, **identity) as artifact:
+    with build_artifact(out, identity=identity, inputs=inputs) as artifact:
         writers: dict[str, IndexedDatasetWriter] = {}
         started, cpu_started = time.perf_counter(), _cpu_seconds()
         try:
@@ -360,25 +369,14 @@ def _encode_into(
 # --- command line -----------------------------------------------------------------------------------------
 
 
-def tokenize_section(config: PipelineConfig) -> TokenizeConfig:
-    return getattr(config, "tokenize", None) or TokenizeConfig()
-
-
-def stage_identity(config: PipelineConfig, stage: str, experiment: str | None = None) -> dict[str, Any]:
-    """Params, fingerprint and code files from the pipeline plan (falls back to this module's own view)."""
-    from workflow_scripts.pipeline import job_identity
-
-    try:
-        return job_identity(config, stage, experiment)
-    except KeyError:
-        log.warning("stage %r is not in the pipeline plan: the manifest gets no fingerprint", stage)
-        return {
-            "params": {"tokenize": tokenize_section(config).model_dump(mode="json")},
-            "fingerprint": "",
-            "stage": stage,
-            "experiment": experiment,
-            "code_files": list(CODE_FILES),
-        }
+def stage_identity(config: PipelineConfig, stage: str, experiment: str | None,
+                   inputs: dict[str, Path]) -> JobIdentity:
+    """The pipeline job's identity; an ad hoc ``corpus`` run (no job of the plan) records its params only."""
+    if stage in STAGES:
+        return job_identity(config, stage, experiment, inputs)
+    log.info("stage %r is not a job of the pipeline: the manifest gets no fingerprint", stage)
+    return JobIdentity(stage=stage, experiment=experiment, params={"tokenize": lookup(config, "tokenize")},
+                       code_hash=code_hash(STAGES["tokenize_real"].code))
 
 
 def resolve_tokenizer(spec: TokenizeConfig, local_models: Path | None) -> str:
@@ -399,16 +397,14 @@ def _run(
     args: argparse.Namespace, stage: str, parts: list[Part], inputs: dict[str, Path], source: dict[str, Any]
 ) -> None:
     config = load_checked_config(args.config, getattr(args, "experiment", None))
-    spec = tokenize_section(config)
+    spec = config.tokenize
     tokenizer = getattr(args, "tokenizer", None) or resolve_tokenizer(spec, args.local_models)
-    identity = stage_identity(config, stage, getattr(args, "experiment", None))
-    if getattr(args, "tokenizer", None):  # ad hoc override: record the value actually used
-        identity["params"] = {
-            **identity["params"],
-            "tokenize": {**spec.model_dump(mode="json"), "tokenizer": args.tokenizer},
-        }
     if args.local_models is not None and not getattr(args, "tokenizer", None):
         inputs = {**inputs, "local_models": args.local_models}  # the artifact, as the pipeline plan names it
+    identity = stage_identity(config, stage, getattr(args, "experiment", None), inputs)
+    if getattr(args, "tokenizer", None):  # ad hoc override: record the value actually used
+        params = {**identity.params, "tokenize": {**spec.model_dump(mode="json"), "tokenizer": args.tokenizer}}
+        identity = replace(identity, params=params)
     tokenize_parts(
         parts,
         args.out,
@@ -439,19 +435,13 @@ def run_real(args: argparse.Namespace) -> None:
 
 
 def run_synthetic(args: argparse.Namespace) -> None:
-    manifest = read_manifest(args.generations, stage="generate")
-    if manifest.experiment not in (None, args.experiment):
-        raise ArtifactError(
-            f"{args.generations} holds generations of experiment {manifest.experiment!r}, "
-            f"not {args.experiment!r}"
-        )
-    parts = [Part(input_files(args.generations, GENERATION_SHARDS), name=SYNTHETIC_DATASET)]
+    parts = [Part(tuple(generation_shards(args.generations, args.experiment)), name=SYNTHETIC_DATASET)]
     _run(
         args,
         STAGE_SYNTHETIC,
         parts,
         {"generations": args.generations},
-        {"artifact": args.generations.as_posix(), "stage": manifest.stage},
+        {"artifact": args.generations.as_posix(), "stage": GENERATION_STAGE},
     )
 
 

@@ -29,11 +29,11 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import polars as pl
 
+from workflow_scripts.config.diversity import ClusterAgentConfig
 from workflow_scripts.core.hashing import hash_value
 from workflow_scripts.diversity.cluster_agent import prompts, schemas
 from workflow_scripts.diversity.cluster_agent.prompts import Criteria, Item
-from workflow_scripts.diversity.config import ClusterAgentConfig
-from workflow_scripts.generate.llm import LLMBackend, LLMRequest, LLMResponse
+from workflow_scripts.llm.types import LLMBackend, LLMRequest, LLMResponse
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from workflow_scripts.diversity.config import StringBounds
+from workflow_scripts.config.diversity import StringBounds
 
 SCORES = [1, 2, 3, 4, 5]
 

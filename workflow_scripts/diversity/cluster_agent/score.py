@@ -29,7 +29,7 @@ from typing import Any, Iterable, Sequence
 
 import polars as pl
 
-from workflow_scripts.diversity.config import Conventions
+from workflow_scripts.config.diversity import Conventions
 
 
 @dataclass

@@ -18,7 +18,7 @@ import json
 import re
 from typing import Any, Sequence
 
-from workflow_scripts.generate.llm import LLMRequest, LLMResponse
+from workflow_scripts.llm.types import LLMRequest, LLMResponse
 
 _DOCUMENT = re.compile(r"\[(S\d+)\]\n<<<\n(.*?)\n>>>", re.S)
 

@@ -2,7 +2,7 @@
 
 The paper (arXiv 2410.15226) reports no sampling parameters, personas per prompt, topics per
 multi-topic prompt or style-assignment rule: each is a value here, with the default we chose.
-It is the ``generate`` section of ``workflow_scripts.core.config.PipelineConfig``.
+It is the ``generate`` section of ``workflow_scripts.config.PipelineConfig``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from workflow_scripts.core.schema import Name, Section
+from workflow_scripts.config.base import Name, Section
 
 STYLES = ("narrative_textbook", "college_textbook", "blog_post", "wikihow")
 OPTION_MARKERS = ("number_dot", "number_paren", "letter_dot", "letter_paren", "roman", "bullet", "none")
@@ -162,19 +162,33 @@ class GenerationConfig(Section):
         return options.backend if options else BackendOptions()
 
 
-def generation_config(config: Any) -> GenerationConfig:
-    """The ``generate`` section of a PipelineConfig (defaults while core does not declare it yet)."""
-    section = getattr(config, "generate", None)
-    if section is None:
-        return GenerationConfig()
-    if isinstance(section, GenerationConfig):
-        return section
-    return GenerationConfig.model_validate(section if isinstance(section, dict) else section.model_dump())
-
-
 def resolve_param_keys(config: Any, experiment: str) -> list[str]:
     """PARAM_KEYS with {experiment} and {generator} filled for one experiment."""
     spec = config.experiments[experiment].synthetic
     if spec is None:
         raise ValueError(f"experiment {experiment!r} has no synthetic data to generate")
     return [key.format(experiment=experiment, generator=spec.generator) for key in PARAM_KEYS]
+
+
+# The config keys the topic-extraction stage reads ({model}: the extraction model).
+TOPIC_EXTRACTION_PARAM_KEYS = ("seed", "models.{model}", "generate.models", "generate.topic_extraction",
+                               "generate.max_attempts")
+
+
+def extraction_model(config: Any) -> str:
+    """The model that extracts topics: the configured one, else the first experiment's generator."""
+    extraction = config.generate.topic_extraction
+    if extraction.model is not None:
+        if extraction.model not in config.models:
+            raise ValueError(f"generate.topic_extraction.model: {extraction.model!r} is not in 'models'")
+        return extraction.model
+    for name in config.synthetic_experiments():
+        spec = config.experiments[name].synthetic
+        assert spec is not None
+        return spec.generator
+    raise ValueError("generate.topic_extraction.model is not set and no experiment names a generator")
+
+
+def topic_extraction_param_keys(config: Any) -> list[str]:
+    model = extraction_model(config)
+    return [key.format(model=model) for key in TOPIC_EXTRACTION_PARAM_KEYS]

@@ -13,7 +13,7 @@ Counted with untied input/output embeddings (as in Llama) at vocabulary 50,304, 
 parameters and "1.4B" 1,279.9M (358.0M and 1,176.8M with tied embeddings): the paper's names are
 approximate and it does not say which it used; ``tie_embeddings`` is a field here.
 
-``python -m workflow_scripts.pretrain.model_configs`` prints every config with its parameter count.
+``python -m workflow_scripts.config.model_configs`` prints every config with its parameter count.
 """
 
 from __future__ import annotations

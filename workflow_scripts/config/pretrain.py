@@ -5,17 +5,17 @@ warmup then linear decay, but neither the warmup length nor the final LR: both a
 (``lr_warmup_fraction`` / ``lr_warmup_steps``, ``min_lr``). Gradient clipping and the seed are not
 stated either (``clip_grad``, ``seed``).
 
-It is the ``pretrain`` section of ``workflow_scripts.core.config.PipelineConfig``.
+It is the ``pretrain`` section of ``workflow_scripts.config.PipelineConfig``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from workflow_scripts.core.schema import Section
-from workflow_scripts.pretrain.model_configs import MODELS
+from workflow_scripts.config.base import Section
+from workflow_scripts.config.model_configs import MODELS
 
 # Config keys each stage reads (dotted; every key must exist literally in params.yaml for DVC).
 PARAM_KEYS = tuple(
@@ -93,19 +93,3 @@ class PretrainConfig(Section):
             raise ValueError(f"pipeline_parallel_size {self.pipeline_parallel_size} must divide the "
                              f"{arch.num_layers} layers of {self.model!r}")
         return self
-
-
-def pretrain_config(config: Any) -> PretrainConfig:
-    """The ``pretrain`` section of a PipelineConfig (defaults while core does not declare it yet)."""
-    section = getattr(config, "pretrain", None)
-    if section is None:
-        return PretrainConfig()
-    if isinstance(section, PretrainConfig):
-        return section
-    return PretrainConfig.model_validate(section if isinstance(section, dict) else section.model_dump())
-
-
-def section_params(section: PretrainConfig, keys: tuple[str, ...]) -> dict[str, Any]:
-    """``{dotted key: value}`` for the keys a stage reads: exactly what its manifest records."""
-    values = section.model_dump(mode="json")
-    return {key: values[key.removeprefix("pretrain.")] for key in keys}

@@ -8,7 +8,7 @@ seed, ``response_format`` json_schema), ``GET /v1/models``, ``GET /health``.
 ``--fail-first N --fail-status 429`` answers the first N completion calls with that status (and
 ``Retry-After: 0``): a test switch to exercise clients' retries.
 
-    python -m workflow_scripts.generate.server --model data/local_models/tiny --port 8011
+    python -m workflow_scripts.llm.server --model data/local_models/tiny --port 8011
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Sequence
 
-from workflow_scripts.generate.llm import LLMBackend, LLMRequest, LLMResponse
+from workflow_scripts.llm.types import LLMBackend, LLMRequest, LLMResponse
 
 log = logging.getLogger(__name__)
 
@@ -195,9 +195,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from workflow_scripts.config.generate import BackendOptions
     from workflow_scripts.core.cli import setup_logging
-    from workflow_scripts.generate.backends.hf import HFBackend
-    from workflow_scripts.generate.config import BackendOptions
+    from workflow_scripts.llm.backends.hf import HFBackend
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="local model folder or hub id")

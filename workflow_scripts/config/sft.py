@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from workflow_scripts.core.schema import Name, Section
+from workflow_scripts.config.base import Name, Section
 
 # Config keys the stage reads ({experiment}: the experiment being fine-tuned). Every key must exist literally
 # in params.yaml for DVC.
@@ -90,20 +90,12 @@ class SFTConfig(Section):
         return None
 
 
-def sft_config(config: Any) -> SFTConfig:
-    """The ``sft`` section of a PipelineConfig (defaults while core does not declare it yet)."""
-    section = getattr(config, "sft", None)
-    if section is None:
-        return SFTConfig()
-    if isinstance(section, SFTConfig):
-        return section
-    return SFTConfig.model_validate(section if isinstance(section, dict) else section.model_dump())
 
 
 def check_references(config: Any) -> None:
     """Raise ValueError when a generated_mcq source names an experiment without synthetic data (for a
     PipelineConfig validator; the stage checks the generations artifact's experiment at run time)."""
-    for index, source in enumerate(sft_config(config).sources):
+    for index, source in enumerate(config.sft.sources):
         if source.type == "generated_mcq" and source.experiment is not None:
             spec = config.experiments.get(source.experiment)
             if spec is None or spec.synthetic is None:

@@ -10,7 +10,7 @@ Which experiment fills which cell of the paper's tables is declared here, as tag
 
 An experiment may carry several tags (one per table it appears in). ``paper`` marks the tag as the
 reproduction of one of the paper's cells: the report then shows our mean next to the paper's.
-It is the ``report`` section of ``workflow_scripts.core.config.PipelineConfig``.
+It is the ``report`` section of ``workflow_scripts.config.PipelineConfig``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from workflow_scripts.core.schema import Name, Section
-from workflow_scripts.report import paper
+from workflow_scripts.config import paper
+from workflow_scripts.config.base import Name, Section
 
 TABLES = ("table6", "table7", "table8", "ratio")
 TABLE_TITLES = {
@@ -117,20 +117,12 @@ class ReportConfig(Section):
         return [(name, tag) for name, tags in self.experiments.items() for tag in tags if tag.table == table]
 
 
-def report_config(config: Any) -> ReportConfig:
-    """The ``report`` section of a PipelineConfig (defaults while core does not declare it yet)."""
-    section = getattr(config, "report", None)
-    if section is None:
-        return ReportConfig()
-    if isinstance(section, ReportConfig):
-        return section
-    return ReportConfig.model_validate(section if isinstance(section, dict) else section.model_dump())
 
 
 def check_references(config: Any) -> None:
     """Raise ValueError when ``report.experiments`` names an experiment the grid does not have (for a
     PipelineConfig validator; the stage checks it again at run time)."""
-    unknown = sorted(set(report_config(config).experiments) - set(config.experiments))
+    unknown = sorted(set(config.report.experiments) - set(config.experiments))
     if unknown:
         raise ValueError(
             f"report.experiments: {unknown} are not in 'experiments' (known: {sorted(config.experiments)})"

@@ -6,7 +6,7 @@ Answers go through the shared request cache like every other LLM call. The resul
 the shipped format ``{"Domain/Subdomain/leaf": ["keyword", ...]}`` (same-path pages merged, keyword order
 kept), which the topics stage merges with and deduplicates against the shipped topics.
 
-    python -m workflow_scripts.generate.topic_extraction --config params.yaml --pages PAGES \\
+    python -m workflow_scripts.topic_extraction --config params.yaml --pages PAGES \\
         --cache data/llm_cache [--models data/local_models] --out data/extracted_topics
 
 PAGES: a .parquet/.jsonl/.json file or a directory of .parquet/.jsonl files (e.g. a real_corpus
@@ -24,19 +24,18 @@ from typing import Any, Sequence
 
 import polars as pl
 
+from workflow_scripts.config.generate import TopicExtractionConfig, extraction_model
 from workflow_scripts.core.artifacts import InputError, build_artifact
-from workflow_scripts.pipeline import job_fingerprint
-from workflow_scripts.core.cli import run_main, stage_parser
-from workflow_scripts.core.config import ConfigError, PipelineConfig, lookup
+from workflow_scripts.core.cli import load_checked_config, run_main, stage_parser
 from workflow_scripts.core.hashing import hash_value
-from workflow_scripts.generate.cache import CachedBackend, RequestCache
-from workflow_scripts.generate.config import GenerationConfig, TopicExtractionConfig
-from workflow_scripts.generate.llm import LazyBackend, LLMBackend, LLMRequest
+from workflow_scripts.core.identity import job_identity
+from workflow_scripts.llm.cache import CachedBackend, RequestCache
+from workflow_scripts.llm.loader import LazyBackend
+from workflow_scripts.llm.types import LLMBackend, LLMRequest
 
 log = logging.getLogger(__name__)
 
 STAGE = "topic_extraction"
-PARAM_KEYS = ("seed", "models.{model}", "generate.models", "generate.topic_extraction", "generate.max_attempts")
 SYSTEM_PROMPT = "You catalogue documents for an encyclopedia. Answer with one JSON object and nothing else."
 _PROMPT = (
     "Read the page below and place its main subject in a topic hierarchy, from a broad domain down to the "
@@ -172,36 +171,19 @@ def read_pages(path: Path, limit: int | None = None) -> list[Page]:
     return pages
 
 
-def extraction_model(config: PipelineConfig, extraction: TopicExtractionConfig) -> str:
-    if extraction.model is not None:
-        if extraction.model not in config.models:
-            raise ConfigError(f"generate.topic_extraction.model: {extraction.model!r} is not in 'models'")
-        return extraction.model
-    for name in config.synthetic_experiments():
-        spec = config.experiments[name].synthetic
-        assert spec is not None
-        return spec.generator
-    raise ConfigError("generate.topic_extraction.model is not set and no experiment names a generator")
-
-
 def run(args: argparse.Namespace) -> None:
-    from workflow_scripts.generate.stage import load_stage_config
-
-    config, generation, _ = load_stage_config(args.config)
+    config = load_checked_config(args.config)
+    generation = config.generate
     extraction = generation.topic_extraction
-    model = extraction_model(config, extraction)
-    params = _params(config, generation, model)
+    model = extraction_model(config)
     pages = read_pages(args.pages, extraction.max_pages)
     inputs: dict[str, Path] = {"pages": args.pages}
     spec = config.models[model]
     if spec.local is not None and args.models is not None:
         inputs["models"] = args.models
     backend = LazyBackend(spec, args.models, generation.backend_for(model))
-    with RequestCache(args.cache) as cache, build_artifact(
-            args.out, stage=STAGE, params=params, inputs=inputs,
-            code_files=[Path(__file__), Path(__file__).with_name("llm.py"), Path(__file__).with_name("cache.py")],
-            fingerprint=job_fingerprint(config, STAGE),
-    ) as artifact:
+    identity = job_identity(config, STAGE, inputs=inputs)
+    with RequestCache(args.cache) as cache, build_artifact(args.out, identity=identity, inputs=inputs) as artifact:
         cached = CachedBackend(backend, cache)
         result = extract_topics(pages, cached, extraction, global_seed=config.seed,
                                 max_attempts=generation.max_attempts)
@@ -211,15 +193,6 @@ def run(args: argparse.Namespace) -> None:
         artifact.info.update(model=model, model_identity=backend.identity())
 
 
-def _params(config: PipelineConfig, generation: GenerationConfig, model: str) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for key in PARAM_KEYS:
-        key = key.format(model=model)
-        if key.startswith("generate."):
-            values[key] = lookup(generation, key.removeprefix("generate."))
-        else:
-            values[key] = lookup(config, key)
-    return values
 
 
 def main(argv: list[str] | None = None) -> int:

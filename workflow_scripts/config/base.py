@@ -1,5 +1,5 @@
 """Base types of the configuration schema, kept apart so stage config modules can import them
-without importing the assembled schema (workflow_scripts.core.config imports those modules)."""
+without importing the assembled schema (workflow_scripts.config imports those modules)."""
 
 from __future__ import annotations
 

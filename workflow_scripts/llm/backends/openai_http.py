@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 from urllib.parse import urlparse
 
-from workflow_scripts.generate.config import BackendOptions
-from workflow_scripts.generate.llm import LLMRequest, LLMResponse, finish_response, model_identity
+from workflow_scripts.config.generate import BackendOptions
+from workflow_scripts.llm.types import LLMRequest, LLMResponse, finish_response, model_identity
 
 log = logging.getLogger(__name__)
 

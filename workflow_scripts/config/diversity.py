@@ -4,7 +4,7 @@ The paper (arXiv 2410.15226) leaves open the S_i convention of the cluster-agent
 invalid clusters count, the judge's decoding, the gathering step's k and the K-means score: each is a
 value here, with the default we chose (documented on the field and in ``cluster_agent/score.py``).
 
-It is the ``diversity`` section of ``workflow_scripts.core.config.PipelineConfig``.
+It is the ``diversity`` section of ``workflow_scripts.config.PipelineConfig``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from workflow_scripts.core.schema import Name, Section
-from workflow_scripts.generate.config import BackendOptions
+from workflow_scripts.config.base import Name, Section
+from workflow_scripts.config.generate import BackendOptions
 
 LEXICAL = ("context_length", "self_repetition", "ngram_diversity", "compression_ratio")
 MODEL = ("perplexity", "perplexity_gap")
@@ -204,13 +204,3 @@ def check_references(section: DiversityConfig, models: dict[str, Any]) -> None:
         if name not in models:
             where = "cluster_agent.judge" if role == "judge" else f"perplexity.{role}"
             raise ValueError(f"diversity.{where}: {name!r} is not in 'models' (known: {sorted(models)})")
-
-
-def diversity_config(config: Any, raw: dict[str, Any] | None = None) -> DiversityConfig:
-    """The ``diversity`` section of a PipelineConfig, or of the raw YAML mapping while core lacks it."""
-    section = getattr(config, "diversity", None)
-    if isinstance(section, DiversityConfig):
-        return section
-    if section is not None:
-        return DiversityConfig.model_validate(section.model_dump())
-    return DiversityConfig.model_validate((raw or {}).get("diversity") or {})

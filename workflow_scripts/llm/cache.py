@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from workflow_scripts.core.hashing import canonical_json, hash_bytes
-from workflow_scripts.generate.llm import LLMBackend, LLMRequest, LLMResponse
+from workflow_scripts.llm.types import LLMBackend, LLMRequest, LLMResponse
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+from workflow_scripts.config.evaluate import TaskScoring
 from workflow_scripts.core.artifacts import InputError
-from workflow_scripts.evaluate.config import TaskScoring
 
 Scores = dict[str, dict[str, dict[str, float | None]]]
 STDERR = "_stderr"

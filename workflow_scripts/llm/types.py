@@ -7,12 +7,13 @@ the text is not schema-valid JSON), token counts and a finish reason in {"stop",
 A backend implements :class:`LLMBackend`: ``generate(requests) -> responses`` (same length, same
 order) and ``identity()``, a string naming the model, its revision and the backend, which is part of
 every cache key. :func:`load_backend` builds one from a ``ModelSpec`` of the config's model registry.
-Backends are imported lazily so this module stays light (no torch import).
+Backends import only this module; :mod:`workflow_scripts.llm.loader` builds them (lazily, no torch import).
 
 Typical use (with the shared, content-addressed cache)::
 
-    from workflow_scripts.generate.llm import LLMRequest, load_backend
-    from workflow_scripts.generate.cache import RequestCache, CachedBackend
+    from workflow_scripts.llm.types import LLMRequest
+    from workflow_scripts.llm.loader import load_backend
+    from workflow_scripts.llm.cache import RequestCache, CachedBackend
 
     backend = CachedBackend(load_backend(spec, local_models_dir), RequestCache(cache_dir))
     [response] = backend.generate([LLMRequest(messages=[{"role": "user", "content": "..."}], seed=7)])
@@ -24,11 +25,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence, runtime_checkable
-
-if TYPE_CHECKING:
-    from workflow_scripts.core.config import ModelSpec
-    from workflow_scripts.generate.config import BackendOptions
+from typing import Any, Literal, Protocol, Sequence, runtime_checkable
 
 log = logging.getLogger(__name__)
 
@@ -154,23 +151,6 @@ def finish_response(text: str, request: LLMRequest, prompt_tokens: int, completi
                        error=error)
 
 
-def resolve_model_source(spec: "ModelSpec", local_models_dir: Path | str | None) -> str:
-    """The directory or hub id the weights are loaded from."""
-    if spec.local is not None:
-        if local_models_dir is None:
-            raise FileNotFoundError(
-                f"model {spec.local!r} is built by the local_models stage: pass its artifact directory "
-                "(--models DIR)"
-            )
-        folder = Path(local_models_dir) / spec.local
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} does not exist: the local_models artifact has no model "
-                                    f"{spec.local!r}")
-        return str(folder)
-    assert spec.path is not None
-    return spec.path
-
-
 FULL_HASH_LIMIT = 256 << 20  # bigger files are fingerprinted by size + first and last MiB
 
 
@@ -206,72 +186,3 @@ def model_identity(backend: str, source: str, revision: str | None) -> str:
     if revision is None:
         log.warning("model %s has no pinned revision: its cache keys say 'main'", source)
     return f"{backend}:{source}@{revision or 'main'}"
-
-
-def spec_identity(spec: "ModelSpec", local_models_dir: Path | str | None = None) -> str:
-    """The identity :func:`load_backend` would give, without loading anything."""
-    if spec.backend == "openai":
-        source = spec.path or ""
-    else:
-        source = resolve_model_source(spec, local_models_dir)
-    return model_identity(spec.backend, source, spec.revision)
-
-
-class LazyBackend:
-    """Knows its identity up front, loads the model only when a request actually reaches it
-    (a fully cached rerun never loads weights)."""
-
-    def __init__(self, spec: "ModelSpec", local_models_dir: Path | str | None = None,
-                 options: "BackendOptions | dict[str, Any] | None" = None) -> None:
-        self.spec, self.local_models_dir, self.options = spec, local_models_dir, options
-        self._identity = spec_identity(spec, local_models_dir)
-        self._backend: LLMBackend | None = None
-
-    @property
-    def loaded(self) -> bool:
-        return self._backend is not None
-
-    def identity(self) -> str:
-        return self._identity
-
-    def generate(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
-        if not requests:
-            return []
-        if self._backend is None:
-            self._backend = load_backend(self.spec, self.local_models_dir, self.options)
-            if self._backend.identity() != self._identity:
-                raise RuntimeError(f"backend identity {self._backend.identity()!r} differs from the "
-                                   f"expected {self._identity!r}")
-        return self._backend.generate(requests)
-
-
-def load_backend(spec: "ModelSpec", local_models_dir: Path | str | None = None,
-                 options: "BackendOptions | dict[str, Any] | None" = None) -> LLMBackend:
-    """Build the backend a ``ModelSpec`` names (``transformers``, ``vllm`` or ``openai``).
-
-    ``local: NAME`` loads ``<local_models_dir>/NAME``; ``path`` is a local directory or a hub id (or, for
-    ``openai``, the model name the endpoint serves). ``options`` holds backend settings (device, batch
-    size, endpoint URL, API-key variable, concurrency, tensor parallelism ...).
-    """
-    from workflow_scripts.generate.config import BackendOptions
-
-    if options is None:
-        options = BackendOptions()
-    elif isinstance(options, dict):
-        options = BackendOptions.model_validate(options)
-    if spec.backend == "openai":
-        if spec.local is not None:
-            raise ValueError("the openai backend serves a model by name: give 'path' (the served model id)")
-        from workflow_scripts.generate.backends.openai_http import OpenAIBackend
-
-        return OpenAIBackend(model=spec.path or "", revision=spec.revision, options=options)
-    source = resolve_model_source(spec, local_models_dir)
-    if spec.backend == "transformers":
-        from workflow_scripts.generate.backends.hf import HFBackend
-
-        return HFBackend(source, revision=spec.revision, options=options)
-    if spec.backend == "vllm":
-        from workflow_scripts.generate.backends.vllm_offline import VLLMBackend
-
-        return VLLMBackend(source, revision=spec.revision, options=options)
-    raise ValueError(f"unknown backend {spec.backend!r}")

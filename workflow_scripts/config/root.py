@@ -14,18 +14,18 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from workflow_scripts.core.schema import ExperimentName, Name, Section
-from workflow_scripts.diversity.config import DiversityConfig
-from workflow_scripts.diversity.config import check_references as check_diversity_references
-from workflow_scripts.evaluate.config import EvaluationConfig
-from workflow_scripts.generate.config import GenerationConfig
-from workflow_scripts.mixes.config import MixConfig, MixSpec
-from workflow_scripts.pretrain.config import PretrainConfig
-from workflow_scripts.report.config import ReportConfig
-from workflow_scripts.report.config import check_references as check_report_references
-from workflow_scripts.sft.config import SFTConfig
-from workflow_scripts.sft.config import check_references as check_sft_references
-from workflow_scripts.tokenization.config import TokenizeConfig
+from workflow_scripts.config.base import ExperimentName, Name, Section
+from workflow_scripts.config.diversity import DiversityConfig
+from workflow_scripts.config.diversity import check_references as check_diversity_references
+from workflow_scripts.config.evaluate import EvaluationConfig
+from workflow_scripts.config.generate import GenerationConfig
+from workflow_scripts.config.mixes import MixConfig, MixSpec
+from workflow_scripts.config.pretrain import PretrainConfig
+from workflow_scripts.config.report import ReportConfig
+from workflow_scripts.config.report import check_references as check_report_references
+from workflow_scripts.config.sft import SFTConfig
+from workflow_scripts.config.sft import check_references as check_sft_references
+from workflow_scripts.config.tokenize import TokenizeConfig
 
 TEMPLATES = ("topic", "topic_styles", "topic_styles_persona", "multi_topic_styles_persona")
 KINDS = ("web", "code", "math")
@@ -51,6 +51,16 @@ class ModelSpec(Section):
         if (self.local is None) == (self.path is None):
             raise ValueError("give exactly one of 'local' (a model built by local_models) or 'path'")
         return self
+
+
+# A plain chat format: role marker, text, end marker. Saved with every tokenizer so SFT and evaluation
+# apply the same template (and system prompt) the model was fine-tuned with.
+PLAIN_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
 
 
 class TinyLlama(Section):

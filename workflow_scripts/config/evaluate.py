@@ -6,16 +6,16 @@ Three consumers read different parts, so a change reruns only what it affects:
 - ``evaluate`` (one lm-eval run per model) reads the run settings (tasks, limit, batch size, prompt);
 - ``report`` reads ``scoring`` (which metric of each task is reported, and what enters the mean).
 
-It is the ``evaluation`` section of ``workflow_scripts.core.config.PipelineConfig``.
+It is the ``evaluation`` section of ``workflow_scripts.config.PipelineConfig``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from workflow_scripts.core.schema import Name, Section
+from workflow_scripts.config.base import Name, Section
 
 # The paper's protocol: zero-shot, acc_norm for ARC-Challenge and HellaSwag, acc for the others.
 PAPER_TASKS = ("arc_challenge", "arc_easy", "boolq", "siqa", "winogrande", "piqa", "copa", "hellaswag")
@@ -148,13 +148,3 @@ def paper_evaluation() -> EvaluationConfig:
         local_tasks={},
         scoring={t: TaskScoring(metric=m) for t, m in PAPER_METRICS.items()},
     )
-
-
-def evaluation_config(config: Any) -> EvaluationConfig:
-    """The ``evaluation`` section of a PipelineConfig (defaults while core does not declare it yet)."""
-    section = getattr(config, "evaluation", None)
-    if section is None:
-        return EvaluationConfig()
-    if isinstance(section, EvaluationConfig):
-        return section
-    return EvaluationConfig.model_validate(section if isinstance(section, dict) else section.model_dump())

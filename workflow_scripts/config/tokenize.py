@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from workflow_scripts.core.schema import Section
+from workflow_scripts.config.base import Section
 
 LOCAL_TOKENIZER = "local"
 

@@ -1,1 +1,0 @@
-"""LLM backends behind :class:`workflow_scripts.generate.llm.LLMBackend` (each imported lazily)."""

@@ -1,0 +1,1 @@
+"""LLM backends behind :class:`workflow_scripts.llm.types.LLMBackend` (each imported lazily)."""
