@@ -31,3 +31,7 @@ rule all:
     input:
         pipeline.final_outputs(JOBS.values()),
     default_target: True
+
+
+onsuccess:
+    record_in_dvc_lock()

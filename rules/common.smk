@@ -9,8 +9,19 @@ sys.path.insert(0, workflow.basedir)
 
 from snakemake.exceptions import WorkflowError
 
-from workflow_scripts import pipeline
+from workflow_scripts import dvc_yaml, pipeline
 from workflow_scripts.config import load_config
+
+STARTED = time.time()
+
+# Every stage command reads the config file itself, so `snakemake --config key=value` could only change
+# what Snakemake plans, not what the jobs do: refuse it and say how to override values instead.
+if workflow.config_settings.config:
+    raise WorkflowError(
+        f"snakemake --config {' '.join(f'{k}={v}' for k, v in workflow.config_settings.config.items())} is not "
+        "supported: each stage reads the configuration file, not Snakemake's config. Put the change in a copy "
+        "of params.yaml and run `snakemake --configfile COPY` (the copy replaces params.yaml as a whole)."
+    )
 
 # A --configfile on the command line replaces params.yaml entirely (its experiment grid is not merged
 # into the default one); the stage commands receive that same file.
@@ -102,3 +113,13 @@ def stage_resources(stage):
     if r.gpus:
         resources["gpu"] = r.gpus
     return resources
+
+
+def record_in_dvc_lock():
+    """After a successful run: the jobs whose artifacts this run wrote go into dvc.lock (`dvc commit`),
+    so that `dvc status` agrees with Snakemake without a manual step."""
+    ran = [
+        job.name for job in JOBS.values()
+        if Path(job.out, "manifest.json").is_file() and Path(job.out, "manifest.json").stat().st_mtime >= STARTED
+    ]
+    dvc_yaml.record_in_dvc_lock(ran, CONFIG_FILE)

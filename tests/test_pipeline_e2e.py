@@ -172,3 +172,27 @@ def test_dvc_metrics_and_plots_show_the_report(dvc_build, tmp_path):
     run(dvc_build, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
     page = (tmp_path / "plots" / "index.html").read_text()
     assert "accuracy_vs_cluster_agent" in page and "loss" in page
+
+
+def test_every_stage_records_the_identity_the_planner_computes(snakemake_build):
+    """The identity a stage process computed from its row and its inputs' manifests is the planner's."""
+    from workflow_scripts.config import load_config
+    from workflow_scripts.core.artifacts import read_manifest
+    from workflow_scripts.core.identity import code_hash, stage_params
+    from workflow_scripts.core.stages import STAGES
+    from workflow_scripts.pipeline import plan
+
+    config = load_config(snakemake_build / "params.yaml")
+    with contextlib.chdir(snakemake_build):
+        jobs = plan(config)
+        recorded = {job.name: read_manifest(job.out) for job in jobs}
+    for job in jobs:
+        manifest = recorded[job.name]
+        assert (manifest.stage, manifest.experiment) == (job.stage, job.experiment), job.name
+        assert manifest.fingerprint == job.fingerprint, job.name
+        assert manifest.code_hash == code_hash(STAGES[job.stage].code), job.name
+        assert manifest.params == stage_params(config, job.stage, job.experiment), job.name
+
+
+def test_after_snakemake_dvc_status_is_clean_without_a_manual_commit(snakemake_build):
+    assert "Data and pipelines are up to date" in run(snakemake_build, "dvc", "status").stdout

@@ -207,7 +207,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             name="tokenize_real", module="workflow_scripts.tokenization", subcommand="real",
-            out="tokens/real", params=("tokenize",), code=("workflow_scripts/tokenization",),
+            out="tokens/real", params=("tokenize",), code=("workflow_scripts/tokenization", GENERATIONS_READER),
             inputs=lambda c, e: {"corpus": artifact(c, "real_corpus"), **_local_tokenizer(c)},
         ),
         Stage(
@@ -263,7 +263,7 @@ STAGES: dict[str, Stage] = {
         Stage(
             name="diversity_summary", module="workflow_scripts.diversity.summary",
             out="diversity/summary", params=(),
-            code=("workflow_scripts/diversity/summary.py", "workflow_scripts/diversity/stage.py"),
+            code=("workflow_scripts/diversity/summary.py",),
             inputs=lambda c, e: {f"diversity_{x}": artifact(c, "diversity", x) for x in _synthetic(c)},
             enabled=lambda c: bool(_synthetic(c)),
         ),

@@ -20,12 +20,12 @@ import polars as pl
 
 from workflow_scripts.config.diversity import METRICS
 from workflow_scripts.core.artifacts import ArtifactError, build_artifact, read_manifest
-from workflow_scripts.core.cli import add_common_arguments, run_main
+from workflow_scripts.core.cli import add_common_arguments, load_checked_config, run_main
 from workflow_scripts.core.identity import job_identity
-from workflow_scripts.diversity.stage import STAGE, load_stage_config
 
 log = logging.getLogger(__name__)
 
+STAGE = "diversity"  # the stage whose artifacts are summarised
 SUMMARY_STAGE = "diversity_summary"
 SCHEMA = {"experiment": pl.String, "metric": pl.String, "value": pl.Float64, "std": pl.Float64,
           "seeds": pl.Int64, "subset_size": pl.Int64, "per_seed": pl.String}
@@ -85,7 +85,7 @@ def markdown(table: pl.DataFrame, local_models: bool = False) -> str:
 
 
 def run(args: argparse.Namespace) -> None:
-    config, _ = load_stage_config(args.config)
+    config = load_checked_config(args.config)
     artifacts = list(dict.fromkeys(args.diversity))
     table = collect(artifacts)
     # named like the pipeline's inputs (diversity_<experiment>), so the manifest can be checked against the plan
