@@ -10,21 +10,20 @@ import pytest
 from workflow_scripts.core.artifacts import JobIdentity, build_artifact
 
 from workflow_scripts.core.artifacts import InputError
-from workflow_scripts.sft.train import (
+from workflow_scripts.config.sft import InstructionSource, SFTConfig
+from workflow_scripts.sft.data import (
     IGNORE_INDEX,
-    InstructionSource,
     Pair,
-    SFTConfig,
     alpaca_pair,
     collate,
     encode_pair,
     flan_pair,
     load_pairs,
-    lr_factor,
     mcq_from_document,
     mcq_pair,
     split_heldout,
 )
+from workflow_scripts.sft.training import lr_factor
 
 FLAT = {
     "passages": [{"nuance": "basics", "passage": "Plants release oxygen."}],

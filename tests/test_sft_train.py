@@ -13,7 +13,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from workflow_scripts.core.artifacts import ArtifactError, JobIdentity, build_artifact, read_manifest
 from workflow_scripts.sft.reader import SFT_INFO
-from workflow_scripts.sft.train import METRICS_FILE, Pair, SFTConfig, fine_tune, main
+from workflow_scripts.config.sft import SFTConfig
+from workflow_scripts.sft.data import Pair
+from workflow_scripts.sft.stage import main
+from workflow_scripts.sft.training import METRICS_FILE, fine_tune
 
 torch.set_num_threads(1)
 GASES = ["oxygen", "nitrogen", "helium", "argon"]

@@ -204,15 +204,73 @@ def quiet_megatron() -> None:
 
 def _train(mix: Mix, out: Path, config: PretrainConfig, plan: Plan, runtime, *, job: JobIdentity, mix_id: str,
            resume: bool, on_step: Callable[[int, dict[str, float]], None] | None) -> None:
+    """Set up, then optimizer steps with interval checkpoints, then the final checkpoint and the artifact."""
+    import torch
+    from tqdm import tqdm
+
+    run = _setup(mix, out, config, plan, runtime, mix_id=mix_id, resume=resume)
+    bar = tqdm(total=plan.train_steps, initial=run.progress.step, disable=run.rank != 0, unit="step",
+               dynamic_ncols=True, desc=f"pretrain {plan.arch.name}")
+    while run.progress.step < plan.train_steps:
+        row = _step(run)
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:,.0f}",
+                        **({} if math.isnan(row["mfu"]) else {"mfu": f"{row['mfu']:.1%}"}))
+        if on_step is not None:
+            on_step(run.progress.step, row)
+        _checkpoint(run)
+    bar.close()
+    final = _checkpoint(run, final=True)
+
+    if run.rank == 0:
+        _publish(out, final, run.work, mix, plan, config, job, runtime, run.dtype_name, run.world)
+    torch.distributed.barrier()
+    if run.rank == 0:
+        shutil.rmtree(run.work, ignore_errors=True)
+
+
+@dataclass
+class _Run:
+    """What the training loop works with, built by :func:`_setup`; ``progress`` and ``elapsed`` advance."""
+
+    config: PretrainConfig
+    plan: Plan
+    runtime: Any
+    rank: int
+    world: int
+    dp_rank: int
+    dp_size: int
+    num_microbatches: int
+    dtype_name: str
+    work: Path
+    ckpt_root: Path
+    gpt: Any                  # the bare GPTModel (what checkpoints hold)
+    ddp: Any                  # gpt wrapped in Megatron's DistributedDataParallel
+    optimizer: Any
+    scheduler: Any
+    progress: Any             # checkpoint.Progress: steps done, samples consumed
+    dataset: Any
+    forward_step: Callable
+    forward_backward: Callable
+    schedule_context: Callable[[], contextlib.AbstractContextManager]
+    metrics: Any              # MetricsLog on rank 0, None elsewhere
+    flops: float              # per token
+    peak: float | None        # TFLOP/s per GPU (None on CPU)
+    elapsed: float = 0.0      # seconds spent in steps by this process
+
+
+def _setup(mix: Mix, out: Path, config: PretrainConfig, plan: Plan, runtime, *, mix_id: str,
+           resume: bool) -> _Run:
+    """In the existing process groups: the work directory, model, optimizer, scheduler, the state of the last
+    checkpoint when resuming, the dataset and the forward-backward schedule."""
     import torch
     from megatron.core import parallel_state
     from megatron.core.pipeline_parallel import get_forward_backward_func
-    from tqdm import tqdm
 
     from workflow_scripts.pretrain import checkpoint, cpu
     from workflow_scripts.pretrain import model as mm
-    from workflow_scripts.pretrain.data import batches, build_train_dataset
-    from workflow_scripts.pretrain.metrics import MetricsLog, mfu, peak_tflops
+    from workflow_scripts.pretrain.data import build_train_dataset
+    from workflow_scripts.pretrain.metrics import MetricsLog, peak_tflops
 
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     if rank != 0:
@@ -258,64 +316,76 @@ def _train(mix: Mix, out: Path, config: PretrainConfig, plan: Plan, runtime, *, 
     attention_mask = None if mm.use_transformer_engine(config, runtime) else torch.triu(
         torch.ones(plan.seq_length, plan.seq_length, dtype=torch.bool, device=runtime.device), diagonal=1
     )[None, None]
-    forward_step = partial(_forward_step, attention_mask)
-    forward_backward = get_forward_backward_func()
-    schedule_context = cpu.cuda_tensors_on_cpu if runtime.on_cpu else contextlib.nullcontext
 
-    metrics = MetricsLog(work / "metrics.tsv", progress.step) if rank == 0 else None
-    flops = flops_per_token(plan.arch, plan.seq_length, plan.vocab_size)
-    peak = None if runtime.on_cpu else (config.peak_tflops or peak_tflops(torch.cuda.get_device_name()))
-    elapsed = 0.0
-    bar = tqdm(total=plan.train_steps, initial=progress.step, disable=rank != 0, unit="step", dynamic_ncols=True,
-               desc=f"pretrain {plan.arch.name}")
-    while progress.step < plan.train_steps:
-        started = time.perf_counter()
-        ddp.zero_grad_buffer()
-        optimizer.zero_grad()
-        data = batches(dataset, progress.step, num_microbatches=num_microbatches, global_batch=plan.global_batch,
-                       micro_batch=plan.micro_batch, dp_rank=dp_rank, dp_size=dp_size, device=runtime.device)
-        with schedule_context():
-            losses = forward_backward(forward_step_func=forward_step, data_iterator=data, model=[ddp],
-                                      num_microbatches=num_microbatches, seq_length=plan.seq_length,
+    return _Run(
+        config=config, plan=plan, runtime=runtime, rank=rank, world=world, dp_rank=dp_rank, dp_size=dp_size,
+        num_microbatches=num_microbatches, dtype_name=dtype_name, work=work, ckpt_root=ckpt_root, gpt=gpt,
+        ddp=ddp, optimizer=optimizer, scheduler=scheduler, progress=progress, dataset=dataset,
+        forward_step=partial(_forward_step, attention_mask), forward_backward=get_forward_backward_func(),
+        schedule_context=cpu.cuda_tensors_on_cpu if runtime.on_cpu else contextlib.nullcontext,
+        metrics=MetricsLog(work / "metrics.tsv", progress.step) if rank == 0 else None,
+        flops=flops_per_token(plan.arch, plan.seq_length, plan.vocab_size),
+        peak=None if runtime.on_cpu else (config.peak_tflops or peak_tflops(torch.cuda.get_device_name())),
+    )
+
+
+def _step(run: _Run) -> dict[str, float]:
+    """One optimizer step over a global batch: forward/backward of every micro-batch (Megatron's schedule),
+    the update, the LR schedule; returns the step's metrics row (also appended to metrics.tsv on rank 0)."""
+    from workflow_scripts.pretrain.data import batches
+    from workflow_scripts.pretrain.metrics import mfu
+
+    plan, progress = run.plan, run.progress
+    started = time.perf_counter()
+    run.ddp.zero_grad_buffer()
+    run.optimizer.zero_grad()
+    data = batches(run.dataset, progress.step, num_microbatches=run.num_microbatches,
+                   global_batch=plan.global_batch, micro_batch=plan.micro_batch, dp_rank=run.dp_rank,
+                   dp_size=run.dp_size, device=run.runtime.device)
+    with run.schedule_context():
+        losses = run.forward_backward(forward_step_func=run.forward_step, data_iterator=data, model=[run.ddp],
+                                      num_microbatches=run.num_microbatches, seq_length=plan.seq_length,
                                       micro_batch_size=plan.micro_batch, forward_only=False)
-        ok, grad_norm, _ = optimizer.step()
-        lr = optimizer.param_groups[0]["lr"]
-        if ok:
-            scheduler.step(1)
-        else:  # as Megatron-LM: the update is skipped and the schedule does not advance
-            log.warning("step %d skipped: non-finite gradients", progress.step + 1)
-        loss = _reduce_loss(losses, runtime.device)  # synchronises with the device before the clock is read
-        progress.step += 1
-        progress.consumed_samples += plan.global_batch
-        seconds = time.perf_counter() - started
-        elapsed += seconds
-        tokens_per_s = plan.tokens_per_step() / seconds
-        row = {"step": progress.step, "consumed_samples": progress.consumed_samples,
-               "tokens": progress.consumed_samples * plan.seq_length, "loss": loss, "lr": lr,
-               "grad_norm": float(grad_norm) if grad_norm is not None else math.nan,
-               "tokens_per_s": tokens_per_s, "mfu": mfu(tokens_per_s, flops, peak, world), "elapsed_s": elapsed}
-        if metrics is not None:
-            metrics.append(row)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}",
-                        **({} if math.isnan(row["mfu"]) else {"mfu": f"{row['mfu']:.1%}"}))
-        if on_step is not None:
-            on_step(progress.step, row)
+    ok, grad_norm, _ = run.optimizer.step()
+    lr = run.optimizer.param_groups[0]["lr"]
+    if ok:
+        run.scheduler.step(1)
+    else:  # as Megatron-LM: the update is skipped and the schedule does not advance
+        log.warning("step %d skipped: non-finite gradients", progress.step + 1)
+    loss = _reduce_loss(losses, run.runtime.device)  # synchronises with the device before the clock is read
+    progress.step += 1
+    progress.consumed_samples += plan.global_batch
+    seconds = time.perf_counter() - started
+    run.elapsed += seconds
+    tokens_per_s = plan.tokens_per_step() / seconds
+    row = {"step": progress.step, "consumed_samples": progress.consumed_samples,
+           "tokens": progress.consumed_samples * plan.seq_length, "loss": loss, "lr": lr,
+           "grad_norm": float(grad_norm) if grad_norm is not None else math.nan,
+           "tokens_per_s": tokens_per_s, "mfu": mfu(tokens_per_s, run.flops, run.peak, run.world),
+           "elapsed_s": run.elapsed}
+    if run.metrics is not None:
+        run.metrics.append(row)
+    return row
+
+
+def _checkpoint(run: _Run, *, final: bool = False) -> Path | None:
+    """After a step: a checkpoint every ``pretrain.checkpoint_interval`` steps, except at the last step (the
+    final save covers it); returns None. With ``final``: the checkpoint of the last step, saved unless it
+    already exists (a resumed run that had saved it), and returned."""
+    from workflow_scripts.pretrain import checkpoint
+
+    config, plan, progress = run.config, run.plan, run.progress
+    save = partial(checkpoint.save, run.ckpt_root, run.gpt, run.optimizer, run.scheduler, progress,
+                   on_cpu=run.runtime.on_cpu, keep=config.keep_checkpoints)
+    if not final:
         interval = config.checkpoint_interval
         if interval and progress.step % interval == 0 and progress.step < plan.train_steps:
-            checkpoint.save(ckpt_root, gpt, optimizer, scheduler, progress, on_cpu=runtime.on_cpu,
-                            keep=config.keep_checkpoints)
-    bar.close()
-    final = checkpoint.latest(ckpt_root)
-    if final is None or final.name != checkpoint.checkpoint_name(plan.train_steps):
-        final = checkpoint.save(ckpt_root, gpt, optimizer, scheduler, progress, on_cpu=runtime.on_cpu,
-                                keep=config.keep_checkpoints)
-
-    if rank == 0:
-        _publish(out, final, work, mix, plan, config, job, runtime, dtype_name, world)
-    torch.distributed.barrier()
-    if rank == 0:
-        shutil.rmtree(work, ignore_errors=True)
+            save()
+        return None
+    last = checkpoint.latest(run.ckpt_root)
+    if last is None or last.name != checkpoint.checkpoint_name(plan.train_steps):
+        last = save()
+    return last
 
 
 def _prepare_work_dir(work: Path, fingerprint: str, resume: bool) -> None:

@@ -1,4 +1,4 @@
-from workflow_scripts.sft.train import main
+from workflow_scripts.sft.stage import main
 
 if __name__ == "__main__":
     raise SystemExit(main())
