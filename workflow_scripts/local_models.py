@@ -1,4 +1,6 @@
-"""Stage: build the tokenizer and tiny, randomly initialised Llama models the CPU default runs on.
+"""Stage: build the tokenizer and tiny, randomly initialised Llama models the CPU default runs on, and
+convert the real builtin models the registry names (``path: builtin:NAME``, see llm/builtin.py) into
+Hugging Face folders under ``builtin/NAME`` (the GGUF file's hash is recorded in the manifest).
 
 No weights can be downloaded in the default, so this stage trains a byte-level BPE tokenizer on the
 real corpus and saves Hugging Face ``LlamaForCausalLM`` folders (safetensors + config + tokenizer),
@@ -20,7 +22,9 @@ from workflow_scripts.config import TinyLlama, TokenizerSpec
 from workflow_scripts.config.root import PLAIN_CHAT_TEMPLATE
 from workflow_scripts.core.artifacts import build_artifact, read_manifest
 from workflow_scripts.core.cli import load_checked_config, run_main, stage_parser
+from workflow_scripts.core.hashing import hash_file_cached
 from workflow_scripts.core.identity import job_identity
+from workflow_scripts.llm.builtin import BUILTIN_DIR, convert_gguf, gguf_path
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +108,12 @@ def run(args: argparse.Namespace) -> None:
         for name, model_spec in spec.models.items():
             log.info("building tiny random Llama %r (%s)", name, model_spec.model_dump())
             save_tiny_llama(model_spec, tokenizer, artifact.path / name)
-        artifact.counts.update(models=len(spec.models), vocab_size=len(tokenizer))
+        for name in config.builtin_models():
+            convert_gguf(name, artifact.path / BUILTIN_DIR / name)
+            artifact.info.setdefault("builtin", {})[name] = {
+                "gguf": gguf_path(name).name, "gguf_sha256": hash_file_cached(gguf_path(name))}
+        artifact.counts.update(models=len(spec.models), vocab_size=len(tokenizer),
+                               builtin_models=len(config.builtin_models()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> None:
     pages = read_pages(args.pages, extraction.max_pages)
     inputs: dict[str, Path] = {"pages": args.pages}
     spec = config.models[model]
-    if spec.local is not None and args.models is not None:
+    if spec.in_local_models and args.models is not None:
         inputs["models"] = args.models
     backend = LazyBackend(spec, args.models, generation.backend_for(model))
     identity = job_identity(config, STAGE, inputs=inputs)

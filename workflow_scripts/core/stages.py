@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from workflow_scripts.config import PipelineConfig
+from workflow_scripts.config.root import BUILTIN_MODELS
 from workflow_scripts.config.diversity import resolve_param_keys as diversity_param_keys
 from workflow_scripts.config.evaluate import PARAM_KEYS_EVALUATE, PARAM_KEYS_TASKS
 from workflow_scripts.config.generate import extraction_model, topic_extraction_param_keys
@@ -84,6 +85,19 @@ def _stdlib_version(config: PipelineConfig) -> dict[str, str]:
     return {"python": platform.python_version()} if uses_stdlib else {}
 
 
+def _builtin_packages(config: PipelineConfig) -> dict[str, str]:
+    """The versions of the packages that ship the builtin models the config uses (their weights' identity)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in config.builtin_models():
+        try:
+            versions[name] = metadata.version(BUILTIN_MODELS[name])
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
 def _synthetic(config: PipelineConfig) -> list[str]:
     return config.synthetic_experiments()
 
@@ -93,7 +107,7 @@ def _all(config: PipelineConfig) -> list[str]:
 
 
 def _uses_local(config: PipelineConfig, model: str) -> bool:
-    return config.models[model].local is not None
+    return config.models[model].in_local_models
 
 
 def _local_models(config: PipelineConfig, *models: str) -> dict[str, str]:
@@ -169,9 +183,10 @@ STAGES: dict[str, Stage] = {
         Stage(
             name="local_models", module="workflow_scripts.local_models",
             out="models/local", params=("local_models",),
-            code=("workflow_scripts/local_models.py",),
+            code=("workflow_scripts/local_models.py", "workflow_scripts/llm/builtin.py"),
             inputs=lambda c, e: {"corpus": artifact(c, "real_corpus")},
-            enabled=lambda c: bool(c.local_models.models),
+            enabled=lambda c: bool(c.local_models.models or c.builtin_models()),
+            environment=_builtin_packages,
         ),
         Stage(
             name="topic_extraction", module="workflow_scripts.topic_extraction",

@@ -422,7 +422,7 @@ def run_stage(
         raise ConfigError(f"experiment {experiment!r} has no 'synthetic' section: nothing to generate")
     model_spec = config.models[spec.generator]
     inputs: dict[str, Path] = {"topics": topics_dir}
-    if model_spec.local is not None and models_dir is not None:
+    if model_spec.in_local_models and models_dir is not None:
         read_manifest(models_dir, stage="local_models")
         inputs["models"] = models_dir
     topics = read_topics(topics_dir, spec.topics)

@@ -30,6 +30,12 @@ def resolve_model_source(spec: "ModelSpec", local_models_dir: Path | str | None)
                                     f"{spec.local!r}")
         return str(folder)
     assert spec.path is not None
+    if spec.builtin is not None:
+        from workflow_scripts.llm.builtin import BUILTIN_DIR, cached_builtin_dir
+
+        if local_models_dir is not None and (Path(local_models_dir) / BUILTIN_DIR / spec.builtin).is_dir():
+            return str(Path(local_models_dir) / BUILTIN_DIR / spec.builtin)  # converted by the local_models stage
+        return str(cached_builtin_dir(spec.path))
     return spec.path
 
 

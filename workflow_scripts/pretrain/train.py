@@ -44,7 +44,7 @@ from typing import Any, Callable
 from workflow_scripts.config import ConfigError
 from workflow_scripts.config.model_configs import ModelArch, flops_per_token, get_arch, padded_vocab_size
 from workflow_scripts.config.pretrain import PARAM_KEYS, PretrainConfig
-from workflow_scripts.core.artifacts import ArtifactError, JobIdentity, build_artifact, read_manifest, require
+from workflow_scripts.core.artifacts import ArtifactError, JobIdentity, build_artifact, read_manifest
 from workflow_scripts.core.cli import load_checked_config, run_main, stage_parser
 from workflow_scripts.core.hashing import hash_value
 from workflow_scripts.core.identity import job_identity
@@ -120,9 +120,7 @@ def plan_run(config: PretrainConfig, mix: Mix) -> Plan:
 def mix_identity(mix_dir: Path, experiment: str | None) -> str:
     """The mix's identity from its manifest (cheap: no re-hashing of token files); refuses a mix of another
     experiment."""
-    manifest = read_manifest(mix_dir, stage=MIX_STAGE)
-    if experiment is not None and manifest.experiment is not None:
-        require(mix_dir, "experiment", experiment, manifest.experiment)
+    manifest = read_manifest(mix_dir, stage=MIX_STAGE, experiment=experiment)
     return hash_value({"files": manifest.files, "blend": read_blend(mix_dir).content_hash()})
 
 
