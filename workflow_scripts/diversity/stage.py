@@ -22,10 +22,10 @@ import json
 import logging
 from pathlib import Path
 
-from workflow_scripts.config import ConfigError, PipelineConfig, load_config
+from workflow_scripts.config import PipelineConfig
 from workflow_scripts.config.diversity import DiversityConfig
 from workflow_scripts.core.artifacts import build_artifact
-from workflow_scripts.core.cli import add_common_arguments, run_main
+from workflow_scripts.core.cli import add_common_arguments, load_checked_config, run_main
 from workflow_scripts.core.identity import job_identity
 from workflow_scripts.generate.reader import generation_shards
 
@@ -36,13 +36,6 @@ GENERATION_STAGE = "generate"
 PACKAGE = Path(__file__).resolve().parent
 
 
-def load_stage_config(path: Path, experiment: str | None = None) -> tuple[PipelineConfig, DiversityConfig]:
-    """The validated pipeline config and its diversity section."""
-    config = load_config(path)
-    if experiment is not None and experiment not in config.experiments:
-        raise ConfigError(f"{path}: experiment {experiment!r} is not in the grid "
-                          f"(known: {sorted(config.experiments)})")
-    return config, config.diversity
 
 
 def resources(config: PipelineConfig, section: DiversityConfig, models_dir: Path | None, cache_dir: Path):
@@ -93,7 +86,8 @@ def run(args: argparse.Namespace) -> None:
     from workflow_scripts.diversity.corpus import Corpus
     from workflow_scripts.diversity.scoring import score_corpus
 
-    config, section = load_stage_config(args.config, args.experiment)
+    config = load_checked_config(args.config, args.experiment)
+    section = config.diversity
     shards = generation_shards(args.generations, args.experiment)
     corpus = Corpus.from_files(shards, section.text_field)
     cache_dir = args.cache or Path(config.data_root) / "cache" / "llm"

@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import polars as pl
-import yaml
 
 from workflow_scripts.config import ConfigError, PipelineConfig, parse_config
 from workflow_scripts.config.generate import Decoding, GenerationConfig, SchemaBounds
 from workflow_scripts.core.artifacts import InputError, build_artifact, read_manifest
-from workflow_scripts.core.cli import run_main, stage_parser
+from workflow_scripts.core.cli import load_checked_config, run_main, stage_parser
 from workflow_scripts.core.hashing import canonical_json, hash_value
 from workflow_scripts.core.identity import job_identity
 from workflow_scripts.generate.render import check_document, render_document, render_seed
@@ -80,15 +79,6 @@ def split_config(raw: Any, source: str = "<config>") -> tuple[PipelineConfig, Ge
     return config, config.generate
 
 
-def load_stage_config(path: Path) -> tuple[PipelineConfig, GenerationConfig, dict[str, Any]]:
-    if not path.is_file():
-        raise ConfigError(f"configuration file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"configuration file {path} is not valid YAML: {error}") from None
-    config, generation = split_config(raw, str(path))
-    return config, generation, raw
 
 
 
@@ -445,7 +435,8 @@ def run_stage(
 
 
 def run(args: argparse.Namespace) -> None:
-    config, generation, _ = load_stage_config(args.config)
+    config = load_checked_config(args.config, args.experiment)
+    generation = config.generate
     run_stage(config, generation, experiment=args.experiment, topics_dir=args.topics, cache_dir=args.cache,
               out=args.out, models_dir=args.models, progress=not args.no_progress)
 
