@@ -154,8 +154,9 @@ class HFBackend:
         live = list(range(n))  # original row of each batch position still being decoded
 
         with torch.inference_mode():
+            # logits of the last position only: full-width prefill logits cost batch x prompt x vocab floats
             out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                             use_cache=True)
+                             use_cache=True, logits_to_keep=1)
             cache = out.past_key_values
             logits = out.logits[:, -1, :].float()
             next_position = positions[:, -1:] + 1
