@@ -118,8 +118,6 @@ def stage_resources(stage):
 def record_in_dvc_lock():
     """After a successful run: the jobs whose artifacts this run wrote go into dvc.lock (`dvc commit`),
     so that `dvc status` agrees with Snakemake without a manual step."""
-    ran = [
-        job.name for job in JOBS.values()
-        if Path(job.out, "manifest.json").is_file() and Path(job.out, "manifest.json").stat().st_mtime >= STARTED
-    ]
+    manifests = {job.name: Path(job.out, "manifest.json") for job in JOBS.values()}
+    ran = [name for name, manifest in manifests.items() if manifest.is_file() and manifest.stat().st_mtime >= STARTED]
     dvc_yaml.record_in_dvc_lock(ran, CONFIG_FILE)

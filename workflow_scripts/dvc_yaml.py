@@ -103,10 +103,11 @@ def record_in_dvc_lock(stages: list[str], config_file: str, dvc_yaml: Path = Pat
     if not Path(".dvc").is_dir():
         log.info("not a DVC repository: dvc.lock not updated")
         return False
-    if generated_for(dvc_yaml) != config_file:
+    generated = generated_for(dvc_yaml)
+    if generated != config_file:
         log.warning("dvc.yaml was generated for %s, not %s: dvc.lock not updated (run `python -m "
                     "workflow_scripts.dvc_yaml --config %s` to track this config with DVC)",
-                    generated_for(dvc_yaml), config_file, config_file)
+                    generated, config_file, config_file)
         return False
     log.info("recording %d jobs in dvc.lock (dvc commit)", len(stages))
     result = subprocess.run(["dvc", "commit", "--force", "--quiet", *stages], capture_output=True, text=True)

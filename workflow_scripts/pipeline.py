@@ -54,10 +54,6 @@ def job_name(stage: str, experiment: str | None) -> str:
     return stage if experiment is None else f"{stage}--{experiment}"
 
 
-
-
-
-
 def log_path(stage: Stage, experiment: str | None) -> str:
     return f"logs/{stage.name}.log" if experiment is None else f"logs/{stage.name}/{experiment}.log"
 
@@ -83,10 +79,6 @@ def command(stage: Stage, config: PipelineConfig, config_file: str, experiment: 
     return " ".join(words)
 
 
-
-
-
-
 def plan(config: PipelineConfig, config_file: str = "params.yaml") -> list[Job]:
     """Every job of the pipeline for this configuration, upstream jobs first."""
     jobs: list[Job] = []
@@ -110,10 +102,6 @@ def plan(config: PipelineConfig, config_file: str = "params.yaml") -> list[Job]:
     return jobs
 
 
-
-
-
-
 def artifact_is_current(job: Job) -> bool:
     """Whether the job's artifact was built from this plan and from its inputs' present content.
 
@@ -132,8 +120,6 @@ def artifact_is_current(job: Job) -> bool:
         if not (Path(path) / MANIFEST).is_file() or input_hash(Path(path)) not in recorded:
             return False
     return True
-
-
 
 
 def final_outputs(jobs: list[Job] | object) -> list[str]:

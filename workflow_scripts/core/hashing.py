@@ -6,6 +6,7 @@ paths, mtimes or worker counts, so a moved or re-pulled artifact keeps its ident
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -118,3 +119,6 @@ def save_stat_cache() -> None:
         _stat_dirty = False
     except OSError:
         pass
+
+
+atexit.register(save_stat_cache)

@@ -9,17 +9,14 @@ A test checks that the two agree for every job of a full run.
 
 from __future__ import annotations
 
-import atexit
 from functools import cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping  # noqa: F401
+from typing import Any, Iterable, Mapping
 
 from workflow_scripts.config import PipelineConfig, lookup
 from workflow_scripts.core.artifacts import MANIFEST, JobIdentity, read_manifest
-from workflow_scripts.core.hashing import hash_path_cached, hash_value, save_stat_cache
+from workflow_scripts.core.hashing import hash_path_cached, hash_value
 from workflow_scripts.core.stages import REPO, STAGES, Stage
-
-atexit.register(save_stat_cache)
 
 
 def stage_row(stage: str) -> Stage:
@@ -48,12 +45,14 @@ def external_hash(paths: Iterable[str]) -> str:
     return hash_value([(p, hash_path_cached(Path(p)) if Path(p).exists() else "missing") for p in paths])
 
 
-def fingerprint(config: PipelineConfig, stage: str, experiment: str | None, upstream: Iterable[str]) -> str:
+def fingerprint(config: PipelineConfig, stage: str, experiment: str | None, upstream: Iterable[str],
+                params: dict[str, Any] | None = None) -> str:
+    """``params``: the stage's params when the caller has them already (else they are looked up)."""
     row = stage_row(stage)
     return hash_value({
-        "stage": row.name, "params": stage_params(config, stage, experiment), "code": code_hash(row.code),
-        "externals": external_hash(row.externals(config)), "environment": row.environment(config),
-        "upstream": sorted(upstream),
+        "stage": row.name, "params": stage_params(config, stage, experiment) if params is None else params,
+        "code": code_hash(row.code), "externals": external_hash(row.externals(config)),
+        "environment": row.environment(config), "upstream": sorted(upstream),
     })
 
 
@@ -65,9 +64,8 @@ def upstream_fingerprints(inputs: Mapping[str, Path | str]) -> list[str]:
 def job_identity(config: PipelineConfig, stage: str, experiment: str | None = None,
                  inputs: Mapping[str, Path | str] | None = None) -> JobIdentity:
     """The identity of the job that builds ``stage`` (for ``experiment``) from ``inputs``."""
-    row = stage_row(stage)
+    params = stage_params(config, stage, experiment)
     return JobIdentity(
-        stage=stage, experiment=experiment, params=stage_params(config, stage, experiment),
-        code_hash=code_hash(row.code),
-        fingerprint=fingerprint(config, stage, experiment, upstream_fingerprints(inputs or {})),
+        stage=stage, experiment=experiment, params=params, code_hash=code_hash(stage_row(stage).code),
+        fingerprint=fingerprint(config, stage, experiment, upstream_fingerprints(inputs or {}), params),
     )
