@@ -41,6 +41,8 @@ class Decoding(Section):
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(0.95, gt=0, le=1)
     max_new_tokens: int = Field(1536, gt=0, description="must exceed the longest schema-valid document")
+    repetition_penalty: float = Field(1.0, ge=1, le=2, description="local backends only (transformers, vLLM): "
+                                      "divides the logits of tokens already generated; 1 = off")
 
 
 class BackendOptions(Section):
@@ -50,6 +52,11 @@ class BackendOptions(Section):
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1' ...")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     batch_size: int = Field(8, gt=0, description="sequences per forward pass (transformers)")
+    structured_output: Literal["grammar", "form"] = Field(
+        "grammar", description="transformers: 'grammar' constrains the whole JSON document (outlines-core); "
+        "'form' writes the schema's labels itself and lets the model fill one line per field (small models)")
+    sampling_top_k: int = Field(256, gt=0, description="transformers: nucleus sampling runs over the k most "
+                                "likely tokens (a full-vocabulary sort per step is slow on CPU)")
     # openai-compatible HTTP
     base_url: str = Field("https://api.openai.com/v1", description="endpoint root (…/v1)")
     api_key_env: str | None = Field("OPENAI_API_KEY", description="environment variable holding the key")

@@ -118,6 +118,7 @@ def request_from_body(body: dict[str, Any]) -> LLMRequest:
         messages=body["messages"],
         temperature=float(body.get("temperature", 1.0)),
         top_p=float(body.get("top_p", 1.0)),
+        repetition_penalty=float(body.get("repetition_penalty", 1.0)),
         max_new_tokens=int(body.get("max_completion_tokens") or body.get("max_tokens") or 256),
         json_schema=schema,
         seed=int(body.get("seed", 0)),

@@ -43,6 +43,7 @@ class LLMRequest:
     max_new_tokens: int = 512
     json_schema: dict[str, Any] | None = None
     seed: int = 0
+    repetition_penalty: float = 1.0   # CTRL-style, on the tokens generated so far (local backends)
 
     def __post_init__(self) -> None:
         # Store messages as an immutable tuple of plain dicts so requests are hashable and safe to share.
@@ -59,6 +60,8 @@ class LLMRequest:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens must be > 0, got {self.max_new_tokens}")
+        if self.repetition_penalty < 1:
+            raise ValueError(f"repetition_penalty must be >= 1, got {self.repetition_penalty}")
 
     def __hash__(self) -> int:  # json_schema is a dict: hash the canonical payload instead
         return hash(json.dumps(self.payload(), sort_keys=True))
@@ -72,6 +75,8 @@ class LLMRequest:
             "max_new_tokens": int(self.max_new_tokens),
             "json_schema": self.json_schema,
             "seed": int(self.seed),
+            # only when used: requests without it keep the cache keys they always had
+            **({"repetition_penalty": float(self.repetition_penalty)} if self.repetition_penalty != 1 else {}),
         }
 
 

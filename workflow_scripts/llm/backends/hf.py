@@ -5,6 +5,8 @@ The decoding loop is our own (a few lines over the model's forward pass with a K
 independent of which other requests share the batch) and its own grammar state (requests in one batch
 may carry different schemas). Constraints use outlines-core: the schema becomes a regex, the regex an
 ``Index`` over the tokenizer's vocabulary, and each row's ``Guide`` masks the logits at every step.
+With ``structured_output: form`` a row instead fills the schema as a line-by-line form
+(:mod:`workflow_scripts.llm.form`): the backend writes the labels, the model writes the values.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections import OrderedDict
 from typing import Any, Sequence
 
 from workflow_scripts.config.generate import BackendOptions
+from workflow_scripts.llm.form import FormError, FormField, assemble, clean_text_value, form_fields
 from workflow_scripts.llm.types import LLMRequest, LLMResponse, finish_response, model_identity
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,96 @@ def _schema_regex(schema: dict[str, Any]) -> str:
 
     # No free whitespace between JSON tokens: a random model would otherwise pad forever.
     return build_regex_from_schema(json.dumps(schema), whitespace_pattern="")
+
+
+class _FormRow:
+    """One row's progress through a form: forced label tokens, then a value, field after field."""
+
+    def __init__(self, fields: list[FormField], encode, newline_ids: set[int]) -> None:
+        self.fields, self.encode, self.newline_ids = fields, encode, newline_ids
+        self.index = 0
+        self.values: list[Any] = []
+        self.value_ids: list[int] = []
+        self.value_text = ""
+        self.forced: list[int] = encode(f"{fields[0].label}:")
+        self.choice_ids = self._choices() if fields[0].kind == "choice" else None
+
+    @property
+    def field(self) -> FormField:
+        return self.fields[self.index]
+
+    @property
+    def done(self) -> bool:
+        return self.index >= len(self.fields)
+
+    @property
+    def last_field(self) -> bool:
+        return self.index == len(self.fields) - 1
+
+    def _choices(self) -> list[list[int]]:
+        return [self.encode(f" {text}") for text in self.field.choice_texts]
+
+    def allowed(self) -> tuple[str, set[int]] | None:
+        """None: free; ("only", ids): the next token must be one of ids; ("not", ids): anything but ids."""
+        if self.forced:
+            return ("only", {self.forced[0]})
+        if self.field.kind == "choice":
+            depth = len(self.value_ids)
+            return ("only", {ids[depth] for ids in self.choice_ids if ids[:depth] == self.value_ids
+                             and len(ids) > depth})
+        return None if self.started else ("not", self.newline_ids)
+
+    @property
+    def started(self) -> bool:
+        """The value holds more than white space (before that, a line break would leave it empty)."""
+        return bool(self.value_text.strip())
+
+    def advance(self, token: int, decode, is_eos: bool) -> None:
+        if self.forced:
+            self.forced.pop(0)
+            return
+        field = self.field
+        if field.kind == "choice":
+            self.value_ids.append(token)
+            complete = [i for i, ids in enumerate(self.choice_ids) if ids == self.value_ids]
+            if complete:
+                self._finish_value(field.choices[complete[0]], ended_line=False)
+            return
+        text = decode(self.value_ids + ([] if is_eos else [token]))
+        ended = is_eos or token in self.newline_ids
+        if not is_eos:
+            self.value_ids.append(token)
+        self.value_text = text
+        too_long = field.max_chars is not None and len(text.strip()) >= field.max_chars
+        if ended or too_long or len(self.value_ids) >= _value_token_cap(field):
+            self._finish_value(clean_text_value(text, field.max_chars), ended_line=ended and not is_eos)
+
+    def _finish_value(self, value: Any, ended_line: bool) -> None:
+        self.values.append(value)
+        self.value_ids, self.value_text = [], ""
+        self.index += 1
+        if self.done:
+            return
+        self.forced = self.encode(("" if ended_line else "\n") + f"{self.field.label}:")
+        self.choice_ids = self._choices() if self.field.kind == "choice" else None
+
+
+def _penalize_repeats(logits, live: list[int], generated: list[list[int]], penalties: list[float]):
+    """CTRL's repetition penalty over each row's generated tokens (positive logits divided, others multiplied)."""
+    import torch
+
+    for position, row in enumerate(live):
+        if penalties[row] == 1 or not generated[row]:
+            continue
+        seen = torch.tensor(sorted(set(generated[row])), dtype=torch.long, device=logits.device)
+        values = logits[position, seen]
+        logits[position, seen] = torch.where(values > 0, values / penalties[row], values * penalties[row])
+    return logits
+
+
+def _value_token_cap(field: FormField) -> int:
+    # ~4 characters per token in English; the character bound usually ends the value first
+    return 2 * (field.max_chars or 1000) // 3 + 4
 
 
 class HFBackend:
@@ -59,6 +152,7 @@ class HFBackend:
         self._identity = model_identity("transformers", source, revision)
         self._vocabulary = None
         self._indexes: OrderedDict[str, Any] = OrderedDict()
+        self._newline_ids: set[int] | None = None
 
     def identity(self) -> str:
         return self._identity
@@ -105,6 +199,22 @@ class HFBackend:
         self._indexes.move_to_end(key)
         return self._indexes[key]
 
+    def _lines_end(self) -> set[int]:
+        """Tokens whose text holds a line break (they end a form value)."""
+        if self._newline_ids is None:
+            vocab = self.tokenizer.get_vocab()
+            self._newline_ids = {i for i in vocab.values() if "\n" in self.tokenizer.decode([i])}
+        return self._newline_ids
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _form_row(self, schema: dict[str, Any]) -> "_FormRow | str":
+        try:
+            return _FormRow(form_fields(schema), self._encode, self._lines_end())
+        except FormError as error:
+            return f"the schema cannot be filled as a form: {error}"
+
     # --- generation ---------------------------------------------------------------------------------------
 
     def generate(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
@@ -135,10 +245,18 @@ class HFBackend:
         input_ids, attention = input_ids.to(device), attention.to(device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
 
-        guides = []
-        for request in requests:
+        guides: list[Any] = []
+        generated: list[list[int]] = [[] for _ in range(n)]
+        finish: list[str | None] = [None] * n
+        errors: list[str | None] = [None] * n
+        for row, request in enumerate(requests):
             if request.json_schema is None:
                 guides.append(None)
+            elif self.options.structured_output == "form":
+                form = self._form_row(request.json_schema)
+                guides.append(form if isinstance(form, _FormRow) else None)
+                if not isinstance(form, _FormRow):
+                    finish[row], errors[row] = "error", form
             else:
                 from outlines_core import Guide
 
@@ -147,11 +265,9 @@ class HFBackend:
         generators = [torch.Generator().manual_seed(int(r.seed) % (2**63)) for r in requests]
         temperature = torch.tensor([r.temperature for r in requests], dtype=torch.float32, device=device)
         top_p = torch.tensor([r.top_p for r in requests], dtype=torch.float32, device=device)
-        generated: list[list[int]] = [[] for _ in range(n)]
-        finish: list[str | None] = [None] * n
-        errors: list[str | None] = [None] * n
+        penalties = [float(r.repetition_penalty) for r in requests]
         limits = [r.max_new_tokens for r in requests]
-        live = list(range(n))  # original row of each batch position still being decoded
+        live = [row for row in range(n) if finish[row] is None]  # batch position -> row still decoding
 
         with torch.inference_mode():
             # logits of the last position only: full-width prefill logits cost batch x prompt x vocab floats
@@ -160,28 +276,19 @@ class HFBackend:
             cache = out.past_key_values
             logits = out.logits[:, -1, :].float()
             next_position = positions[:, -1:] + 1
-            for _step in range(max(limits)):
+            if len(live) < n:  # rows refused before decoding leave the batch
+                index = torch.tensor(live, dtype=torch.long, device=device)
+                cache.batch_select_indices(index)
+                attention, next_position, logits = attention[index], next_position[index], logits[index]
+            for _step in range(max(limits) if live else 0):
+                logits = _penalize_repeats(logits, live, generated, penalties)
                 tokens = self._sample_rows(logits, live, guides, generators, temperature, top_p)
                 keep = []
                 for position, row in enumerate(live):
-                    token = tokens[position]
-                    if token < 0:
-                        finish[row], errors[row] = "error", "the grammar allows no token (bad schema?)"
-                        continue
-                    if token in self.eos_ids:
-                        finish[row] = "stop"
-                        continue
-                    generated[row].append(token)
-                    guide = guides[row]
-                    if guide is not None:
-                        guide.advance(token_id=token, return_tokens=False)
-                        if guide.is_finished():
-                            finish[row] = "stop"
-                            continue
-                    if len(generated[row]) >= limits[row]:
-                        finish[row] = "length"
-                        continue
-                    keep.append(position)
+                    finish[row], errors[row] = self._advance_row(tokens[position], guides[row], generated[row],
+                                                                 limits[row])
+                    if finish[row] is None:
+                        keep.append(position)
                 if not keep:
                     break
                 step_tokens = torch.tensor([tokens[p] for p in range(len(live))], dtype=torch.long, device=device)
@@ -202,6 +309,9 @@ class HFBackend:
         responses = []
         for row, request in enumerate(requests):
             text = self.tokenizer.decode(generated[row], skip_special_tokens=True)
+            form = guides[row]
+            if isinstance(form, _FormRow) and form.done:
+                text = json.dumps(assemble(request.json_schema, form.values), ensure_ascii=False)
             if finish[row] == "error":
                 responses.append(LLMResponse(text=text, prompt_tokens=len(prompts[row]),
                                              completion_tokens=len(generated[row]), finish_reason="error",
@@ -211,34 +321,80 @@ class HFBackend:
                                              finish[row] or "length"))
         return responses
 
+    def _advance_row(self, token: int, guide: Any, generated: list[int], limit: int
+                     ) -> tuple[str | None, str | None]:
+        """Take one token into a row; (finish reason, error) once the row is done, else (None, None)."""
+        if token < 0:
+            return "error", "the grammar allows no token (bad schema?)"
+        if isinstance(guide, _FormRow):
+            guide.advance(token, self.tokenizer.decode, token in self.eos_ids)
+            generated.append(token)
+            done = guide.done
+        elif token in self.eos_ids:
+            return "stop", None
+        else:
+            generated.append(token)
+            if guide is not None:
+                guide.advance(token_id=token, return_tokens=False)
+            done = guide is not None and guide.is_finished()
+        if done:
+            return "stop", None
+        return ("length", None) if len(generated) >= limit else (None, None)
+
     def _sample_rows(self, logits, live: list[int], guides, generators, temperature, top_p) -> list[int]:
-        """One token per live row (-1 when its grammar allows none): masked, tempered, nucleus-sampled."""
+        """One token per live row (-1 when its constraint allows none): masked, tempered, nucleus-sampled
+        over the ``sampling_top_k`` most likely tokens."""
         import torch
 
         count, vocab = logits.shape
         rows = torch.tensor(live, dtype=torch.long, device=logits.device)
-        constrained = [p for p, row in enumerate(live) if guides[row] is not None]
-        if constrained:
+        logits = self._mask(logits, live, guides)
+        dead = ~torch.isfinite(logits).any(-1)
+        temps = temperature[rows]
+        greedy = temps == 0
+        top_logits, top_ids = torch.topk(logits, min(self.options.sampling_top_k, vocab), dim=-1)
+        probs = torch.softmax(top_logits / torch.where(greedy, 1.0, temps)[:, None], dim=-1)
+        # nucleus: keep the smallest prefix whose mass reaches top_p (the first token always stays)
+        kept = (probs.cumsum(-1) - probs) < top_p[rows][:, None]
+        probs = probs * kept
+        cdf = probs.cumsum(-1)
+        draws = torch.stack([torch.rand((), generator=generators[row]) for row in live]).to(logits.device)
+        index = torch.searchsorted(cdf, (draws * cdf[:, -1])[:, None]).clamp(max=top_ids.shape[1] - 1)
+        sampled = top_ids.gather(1, index).squeeze(1)
+        chosen = torch.where(greedy, top_ids[:, 0], sampled)
+        chosen = torch.where(dead, torch.full_like(chosen, -1), chosen)
+        return chosen.tolist()
+
+    def _mask(self, logits, live: list[int], guides):
+        """Logits with every token the row's grammar or form forbids set to -inf."""
+        import torch
+
+        count, vocab = logits.shape
+        grammar = [p for p, row in enumerate(live) if guides[row] is not None and not isinstance(guides[row], _FormRow)]
+        if grammar:
             words = (vocab + 31) // 32
             bitmask = torch.full((count, words), -1, dtype=torch.int32)
-            for p in constrained:
+            for p in grammar:
                 bitmask[p].zero_()
                 guides[live[p]].write_mask_into(bitmask[p].data_ptr(), words, bitmask.element_size())
             shifts = torch.arange(32, dtype=torch.int32)
             allowed = ((bitmask.unsqueeze(-1) >> shifts) & 1).bool().reshape(count, -1)[:, :vocab]
             logits = logits.masked_fill(~allowed.to(logits.device), float("-inf"))
-        dead = ~torch.isfinite(logits).any(-1)
-        temps = temperature[rows]
-        greedy = temps == 0
-        probs = torch.softmax(logits / torch.where(greedy, 1.0, temps)[:, None], dim=-1)
-        sorted_probs, sorted_ids = torch.sort(probs, dim=-1, descending=True)
-        # nucleus: keep the smallest prefix whose mass reaches top_p (the first token always stays)
-        kept = (sorted_probs.cumsum(-1) - sorted_probs) < top_p[rows][:, None]
-        sorted_probs = sorted_probs * kept
-        cdf = sorted_probs.cumsum(-1)
-        draws = torch.stack([torch.rand((), generator=generators[row]) for row in live]).to(logits.device)
-        index = torch.searchsorted(cdf, (draws * cdf[:, -1])[:, None]).clamp(max=vocab - 1)
-        sampled = sorted_ids.gather(1, index).squeeze(1)
-        chosen = torch.where(greedy, sorted_ids[:, 0], sampled)
-        chosen = torch.where(dead, torch.full_like(chosen, -1), chosen)
-        return chosen.tolist()
+        for p, row in enumerate(live):
+            form = guides[row]
+            if not isinstance(form, _FormRow):
+                continue
+            rule = form.allowed()
+            # end of text only once the last value has begun; before that the form goes on
+            ends = form.last_field and not form.forced and form.started
+            banned = set() if ends else set(self.eos_ids)
+            if rule is not None and rule[0] == "only":
+                keep = torch.full((vocab,), float("-inf"), device=logits.device)
+                keep[list(rule[1])] = 0.0
+                logits[p] = logits[p] + keep
+                continue
+            if rule is not None:
+                banned |= rule[1]
+            if banned:
+                logits[p, list(banned)] = float("-inf")
+        return logits

@@ -78,6 +78,8 @@ class OpenAIBackend:
         }
         if self.options.send_seed:
             body["seed"] = int(request.seed) % (2**63)
+        if request.repetition_penalty != 1:
+            body["repetition_penalty"] = request.repetition_penalty  # vLLM's extension; OpenAI refuses it
         if request.json_schema is not None:
             body["response_format"] = {
                 "type": "json_schema",

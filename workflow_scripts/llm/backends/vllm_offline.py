@@ -72,7 +72,8 @@ class VLLMBackend:  # pragma: no cover - needs a GPU and vLLM
         for r in requests:
             extra = _structured(r.json_schema) if r.json_schema is not None else {}
             params.append(SamplingParams(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens,
-                                         seed=int(r.seed) % (2**63), **extra))
+                                         seed=int(r.seed) % (2**63), repetition_penalty=r.repetition_penalty,
+                                         **extra))
         outputs = self.llm.chat(conversations, sampling_params=params, use_tqdm=False)
         responses = []
         for request, output in zip(requests, outputs):
