@@ -230,3 +230,36 @@ def test_tiny_hf_judge_gives_schema_valid_answers(tiny_llama_dir):
         assert row["clusters"] and all(set(c["members"]) <= set(row["sample_ids"]) for c in row["clusters"])
     assert result.usage["clustering"].prompt_tokens > 0
     assert time.perf_counter() - started < 60
+
+
+# --- the labels answer (small judges) ---------------------------------------------------------------------
+
+
+def test_labels_answer_asks_once_per_text_and_clusters_equal_labels():
+    judge = ScriptedJudge(max_valid_size=10)
+    cfg = config(clustering_answer="labels", N=6)
+    texts = corpus(10)
+    result = run_agent(judge, cfg, texts)
+    stages = [stage_of(call[0].json_schema) for call in judge.calls]
+    assert stages == ["generation", "gathering", "summary", "labeling", "verification"]
+    plans = [plan_seed(seed, np.arange(len(texts)), cfg) for seed in (0, 1)]
+    drawn = {int(i) for plan in plans for sample in plan.clustering_samples for i in sample}
+    assert len(judge.calls[3]) == len(drawn)  # one request per distinct text, not per round and position
+    for row in result.records.iter_rows(named=True):
+        assert row["status"] == "ok"
+        members = sorted(m for cluster in row["clusters"] for m in cluster["members"])
+        assert members == sorted(row["sample_ids"])
+        for cluster in row["clusters"]:
+            assert len({texts[m].split()[0] for m in cluster["members"]}) == 1
+            assert cluster["uniqueness"] == texts[cluster["members"][0]].split()[0]
+    varied = score_records(result.records, Conventions())
+    alike = score_records(run_agent(ScriptedJudge(max_valid_size=10), cfg, corpus(2)).records, Conventions())
+    assert min(v["value"] for v in varied.values()) > max(v["value"] for v in alike.values())
+
+
+def test_labels_differing_only_in_case_or_punctuation_are_one_cluster():
+    from workflow_scripts.diversity.cluster_agent.agent import clusters_from_labels
+
+    value = {"S1": "Cell biology", "S2": "cell  biology!", "S3": "Rivers", "S4": ""}
+    clusters = clusters_from_labels(value, ["S1", "S2", "S3", "S4"])["clusters"]
+    assert [c["members"] for c in clusters] == [["S1", "S2"], ["S3"], ["S4"]]

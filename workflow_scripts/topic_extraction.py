@@ -67,13 +67,34 @@ def extraction_schema(config: TopicExtractionConfig) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "path": {"type": "array", "minItems": 2, "maxItems": config.max_depth, "items": component},
+            # titles name the lines of the form layout (structured_output: form)
+            "path": {"type": "array", "minItems": 2, "maxItems": config.max_depth,
+                     "items": {**component, "title": "Subject {n}"}},
             "keywords": {"type": "array", "minItems": config.min_keywords, "maxItems": config.max_keywords,
-                         "items": keyword},
+                         "items": {**keyword, "title": "Keyword {n}"}},
         },
         "required": ["path", "keywords"],
         "additionalProperties": False,
     }
+
+
+FORM_SYSTEM_PROMPT = "You catalogue documents for an encyclopedia. You fill in forms line by line."
+_FORM_PROMPT = (
+    "Page:\n<<<\n{page}\n>>>\n\n"
+    "Which subject is this page about? Name it in a few words, from the broad field down to the exact topic, "
+    "then list keywords a student of the topic should know."
+)
+
+
+def _messages(page: "Page", config: TopicExtractionConfig, layout: str) -> list[dict[str, str]]:
+    text = page.text[:config.max_page_chars]
+    if layout == "form":
+        return [{"role": "system", "content": FORM_SYSTEM_PROMPT},
+                {"role": "user", "content": _FORM_PROMPT.format(page=text)}]
+    return [{"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": _PROMPT.format(min_depth=2, max_depth=config.max_depth,
+                                                       min_kw=config.min_keywords, max_kw=config.max_keywords,
+                                                       page=text)}]
 
 
 def _clean(text: str) -> str:
@@ -81,12 +102,12 @@ def _clean(text: str) -> str:
 
 
 def normalise(document: dict[str, Any]) -> tuple[str, list[str]] | None:
-    parts = [_clean(p).strip(" /") for p in document.get("path", [])]
+    parts = [_clean(p).strip(" /'\"") for p in document.get("path", [])]
     parts = [p for p in parts if p]
     keywords: list[str] = []
     seen: set[str] = set()
     for keyword in document.get("keywords", []):
-        keyword = _clean(keyword)
+        keyword = _clean(keyword).strip("'\"")
         if keyword and keyword.lower() not in seen:
             seen.add(keyword.lower())
             keywords.append(keyword)
@@ -96,8 +117,9 @@ def normalise(document: dict[str, Any]) -> tuple[str, list[str]] | None:
 
 
 def extract_topics(pages: Sequence[Page], backend: LLMBackend, config: TopicExtractionConfig, *,
-                   global_seed: int, max_attempts: int = 3) -> ExtractionResult:
-    """Ask ``backend`` for a topic path + keywords per page (retrying bad answers with new seeds)."""
+                   global_seed: int, max_attempts: int = 3, layout: str = "json") -> ExtractionResult:
+    """Ask ``backend`` for a topic path + keywords per page (retrying bad answers with new seeds);
+    ``layout`` "form" words the request for a backend that fills the schema as a form."""
     schema = extraction_schema(config)
     decoding = config.decoding
     results: dict[str, dict[str, Any]] = {}
@@ -107,13 +129,11 @@ def extract_topics(pages: Sequence[Page], backend: LLMBackend, config: TopicExtr
         if not pending:
             break
         requests = [LLMRequest(
-            messages=[{"role": "system", "content": SYSTEM_PROMPT},
-                      {"role": "user", "content": _PROMPT.format(
-                          min_depth=2, max_depth=config.max_depth, min_kw=config.min_keywords,
-                          max_kw=config.max_keywords, page=page.text[:config.max_page_chars])}],
+            messages=_messages(page, config, layout),
             temperature=decoding.temperature, top_p=decoding.top_p, max_new_tokens=decoding.max_new_tokens,
             json_schema=schema, seed=int(hash_value([global_seed, "topic-extraction", page.page_id,
-                                                      attempt])[:15], 16))
+                                                      attempt])[:15], 16),
+            repetition_penalty=decoding.repetition_penalty)
             for page in pending]
         requests_sent += len(requests)
         answers = backend.generate(requests)
@@ -185,14 +205,13 @@ def run(args: argparse.Namespace) -> None:
     identity = job_identity(config, STAGE, inputs=inputs)
     with RequestCache(args.cache) as cache, build_artifact(args.out, identity=identity, inputs=inputs) as artifact:
         cached = CachedBackend(backend, cache)
+        layout = "form" if generation.backend_for(model).structured_output == "form" else "json"
         result = extract_topics(pages, cached, extraction, global_seed=config.seed,
-                                max_attempts=generation.max_attempts)
+                                max_attempts=generation.max_attempts, layout=layout)
         (artifact.path / "topics.json").write_text(json.dumps(result.topics, indent=1, ensure_ascii=False) + "\n")
         result.pages.write_parquet(artifact.path / "pages.parquet")
         artifact.counts.update(result.counts, cache_hits=cached.hits, backend_requests=cached.backend_requests)
         artifact.info.update(model=model, model_identity=backend.identity())
-
-
 
 
 def main(argv: list[str] | None = None) -> int:

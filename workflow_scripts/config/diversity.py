@@ -116,6 +116,7 @@ class JudgeDecoding(Section):
     retry_temperature: float = Field(0.7, ge=0, le=2, description="later attempts (new seed each)")
     top_p: float = Field(1.0, gt=0, le=1)
     max_new_tokens: int = Field(2048, gt=0)
+    repetition_penalty: float = Field(1.0, ge=1, le=2, description="local backends only; 1 = off")
 
 
 class ClusterAgentConfig(Section):
@@ -131,6 +132,10 @@ class ClusterAgentConfig(Section):
     min_items: int = Field(3, ge=1, description="metadata / metrics per generation answer (paper: 3-5)")
     max_items: int = Field(5, ge=1)
     verification: bool = Field(True, description="self-verification stage (paper ablation: without)")
+    clustering_answer: Literal["clusters", "labels"] = Field(
+        "clusters", description="clusters: the judge lists every cluster with members, reason, metadata and "
+        "scores (the paper); labels: the judge names each sample's kind in a few words and samples with the "
+        "same label form a cluster (easier for a small judge; no metadata values or scores)")
     conventions: Conventions = Conventions()
     strings: StringBounds = StringBounds()
     decoding: JudgeDecoding = JudgeDecoding()

@@ -104,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--max-sample-chars", type=int, default=2000, help="each text is cut to this length")
     agent.add_argument("--max-new-tokens", type=int, default=2048, help="judge answer limit in tokens")
     agent.add_argument("--temperature", type=float, default=0.0, help="judge temperature of first attempts")
+    agent.add_argument("--repetition-penalty", type=float, default=1.0,
+                       help="judge repetition penalty (local backends; default 1 = off)")
+    agent.add_argument("--structured-output", choices=["grammar", "form"], default=None,
+                       help="transformers judge: constrain the JSON (grammar) or fill it as a form (form); "
+                            "default: form for builtin: models, grammar otherwise")
+    agent.add_argument("--clustering-answer", choices=["clusters", "labels"], default=None,
+                       help="clusters (the paper) or one label per text (small judges); default: labels with "
+                            "the form layout, clusters otherwise")
     agent.add_argument("--requests-per-batch", type=int, default=1024,
                        help="judge requests per generate() call (default 1024)")
     agent.add_argument("--cache-dir", type=Path, default=Path(".cache/diversity-llm"),
@@ -116,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace, names: list[str]):
     from workflow_scripts.config.diversity import DiversityConfig
+    from workflow_scripts.llm.builtin import is_builtin
+
+    layout = args.structured_output or ("form" if is_builtin(args.judge) else "grammar")
+    answer = args.clustering_answer or ("labels" if layout == "form" else "clusters")
 
     section = {
         "metrics": names,
@@ -138,8 +150,11 @@ def _config(args: argparse.Namespace, names: list[str]):
                         "max_name_chars": min(40, args.max_string_chars),
                         "max_value_chars": min(40, args.max_string_chars)},
             "max_sample_chars": args.max_sample_chars,
-            "decoding": {"temperature": args.temperature, "max_new_tokens": args.max_new_tokens},
-            "requests_per_batch": args.requests_per_batch, "backend": {"device": args.device},
+            "decoding": {"temperature": args.temperature, "max_new_tokens": args.max_new_tokens,
+                         "repetition_penalty": args.repetition_penalty},
+            "clustering_answer": answer,
+            "requests_per_batch": args.requests_per_batch,
+            "backend": {"device": args.device, "structured_output": layout},
         },
         "text_field": args.text_field,
     }

@@ -200,6 +200,7 @@ class _Tally:
     completion_tokens: int = 0
     kept_completion_tokens: int = 0
     generations: int = 0
+    first_attempt_valid: int = 0
 
 
 def generate_experiment(
@@ -225,6 +226,7 @@ def generate_experiment(
     if spec.template in ("topic_styles_persona", "multi_topic_styles_persona"):
         personas = load_personas(generation.prompts.personas_path)
     bounds = generation.json_schema
+    layout = "form" if generation.backend_for(spec.generator).structured_output == "form" else "json"
     if bounds.string_mode == "pattern":
         longest = max_document_chars(bounds, generation.prompts.personas_per_prompt if personas else 0)
         if decoding.max_new_tokens < longest:
@@ -244,7 +246,7 @@ def generate_experiment(
     while chunk := list(itertools.islice(pairs, generation.plan_chunk_size)):
         jobs = [_Job(f"{topic.topic_id}:{g}", plan_generation(
             spec.template, topic, g, prompts=generation.prompts, bounds=bounds, personas=personas,
-            global_seed=config.seed, topic_pool=pool)) for topic, g in chunk]
+            global_seed=config.seed, topic_pool=pool, layout=layout)) for topic, g in chunk]
         successes = _run_attempts(jobs, config.seed, generation, decoding, cached, tally, failures, transient, bar)
         if transient:
             continue  # keep asking (and caching) the rest; nothing is published at the end
@@ -277,6 +279,9 @@ def generate_experiment(
         "failures": failure_frame.height,
         "requests": tally.requests,
         "retries": tally.requests - planned,
+        # schema-valid, usable documents: on the first request, and within generate.max_attempts
+        "valid_first_attempt_rate": round(tally.first_attempt_valid / planned, 4) if planned else 0,
+        "valid_within_attempts_rate": round(tally.generations / planned, 4) if planned else 0,
         "cache_hits": hits,
         "backend_requests": cached.backend_requests,
         "prompt_tokens": tally.prompt_tokens,
@@ -311,7 +316,8 @@ def _run_attempts(jobs: list[_Job], global_seed: int, generation: GenerationConf
             job.last_seed = request_seed(global_seed, job.plan.topic.topic_id, job.plan.generation_index, attempt)
             requests.append(LLMRequest(messages=job.plan.messages, temperature=decoding.temperature,
                                        top_p=decoding.top_p, max_new_tokens=decoding.max_new_tokens,
-                                       json_schema=job.plan.json_schema, seed=job.last_seed))
+                                       json_schema=job.plan.json_schema, seed=job.last_seed,
+                                       repetition_penalty=decoding.repetition_penalty))
             job.last_key = request_key(identity, requests[-1])
         tally.requests += len(requests)
         answers = cached.cache.get_many(job.last_key for job in pending)
@@ -347,6 +353,7 @@ def _run_attempts(jobs: list[_Job], global_seed: int, generation: GenerationConf
                 reason = check_document(answer.parsed)
             if reason is None:
                 successes[job.generation_id] = answer
+                tally.first_attempt_valid += attempt == 0
                 continue
             job.reasons.append(f"attempt {attempt}: {reason}")
             if attempt + 1 < generation.max_attempts:

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 from workflow_scripts.config.generate import PromptConfig, SchemaBounds
 from workflow_scripts.core.artifacts import InputError
 from workflow_scripts.core.hashing import hash_value
+from workflow_scripts.llm.form import form_text
 
 TEMPLATES = ("topic", "topic_styles", "topic_styles_persona", "multi_topic_styles_persona")
 ANSWER_LABELS = ("A", "B", "C", "D")
@@ -60,6 +61,42 @@ _TASK = (
     "explanation that reasons to the answer step by step (\"explanation\")."
 )
 _FORMAT = "Reply with JSON only, shaped like this:\n{shape}"
+
+# The form layout (``structured_output: form``, for small local models): short instructions and one
+# worked example, on a topic no prompt asks about, filled into the same form the decoder will write.
+FORM_SYSTEM_PROMPT = "You write short, clear and correct teaching texts. You fill in forms line by line."
+_FORM_TASK = (
+    "Fill in the form: {n_passages} passages, each one going a step deeper than the one before; then one "
+    "question about the passages with four options, the letter of the correct option, and a short "
+    "explanation. Write about the topic and use its keywords."
+)
+FORM_EXAMPLE = {
+    "audience": 1,
+    "passages": [
+        {"nuance": "what a lever is",
+         "passage": "A lever is a stiff bar that turns around a fixed point called the fulcrum. Pushing down on "
+                    "one end lifts a load at the other end."},
+        {"nuance": "why a lever saves effort",
+         "passage": "The farther from the fulcrum you push, the less force you need. A long handle trades a "
+                    "longer push for a smaller effort."},
+        {"nuance": "the three classes of levers",
+         "passage": "Levers are sorted by where the fulcrum, the load and the effort sit. A seesaw, a "
+                    "wheelbarrow and a pair of tweezers each put them in a different order."},
+        {"nuance": "levers in the body",
+         "passage": "Your forearm is a lever too: the elbow is the fulcrum and the biceps pulls close to it, "
+                    "so the hand moves far and fast."},
+        {"nuance": "the law of the lever",
+         "passage": "Effort times its distance to the fulcrum equals load times its distance. Double the "
+                    "distance and you halve the effort."},
+    ],
+    "question": "Why does a longer handle make a lever easier to push?",
+    "options": ["It makes the load lighter", "It lets a smaller force do the same work over a longer push",
+                "It moves the fulcrum", "It removes friction"],
+    "answer": "B",
+    "explanation": "The effort times its distance to the fulcrum must balance the load. A longer handle "
+                   "increases the distance, so less force is needed. That is option B.",
+}
+FORM_EXAMPLE_TOPIC = "Physics > Simple machines > Levers (keywords: fulcrum, load, effort, force)"
 
 
 @dataclass(frozen=True)
@@ -136,16 +173,18 @@ def document_schema(bounds: SchemaBounds, n_personas: int = 0) -> dict[str, Any]
     """JSON schema of the generated document; with personas, ``audience`` is the chosen reader's number."""
     properties: dict[str, Any] = {}
     if n_personas:
-        properties["audience"] = {"type": "integer", "enum": list(range(1, n_personas + 1))}
+        properties["audience"] = {"type": "integer", "enum": list(range(1, n_personas + 1)), "title": "Reader"}
+    # titles name the lines of the form layout (structured_output: form); other backends ignore them
     properties["passages"] = {
         "type": "array",
         "minItems": bounds.min_passages,
         "maxItems": bounds.max_passages,
         "items": {
             "type": "object",
+            "title": "Passage {n}",
             "properties": {
-                "nuance": _string(bounds.max_nuance_chars, bounds),
-                "passage": _string(bounds.max_passage_chars, bounds),
+                "nuance": {**_string(bounds.max_nuance_chars, bounds), "title": "heading"},
+                "passage": {**_string(bounds.max_passage_chars, bounds), "title": ""},
             },
             "required": ["nuance", "passage"],
             "additionalProperties": False,
@@ -153,7 +192,7 @@ def document_schema(bounds: SchemaBounds, n_personas: int = 0) -> dict[str, Any]
     }
     properties["question"] = _string(bounds.max_question_chars, bounds)
     properties["options"] = {"type": "array", "minItems": 4, "maxItems": 4,
-                             "items": _string(bounds.max_option_chars, bounds)}
+                             "items": {**_string(bounds.max_option_chars, bounds), "title": "Option {letter}"}}
     properties["answer"] = {"type": "string", "enum": list(ANSWER_LABELS)}
     properties["explanation"] = _string(bounds.max_explanation_chars, bounds)
     return {"type": "object", "properties": properties, "required": list(properties),
@@ -183,7 +222,18 @@ def _n_passages(bounds: SchemaBounds) -> str:
     return f"between {bounds.min_passages} and {bounds.max_passages}"
 
 
-def build_user_prompt(plan: GenerationPlan, prompts: PromptConfig, bounds: SchemaBounds) -> str:
+def _form_example(bounds: SchemaBounds, n_personas: int) -> str:
+    example = dict(FORM_EXAMPLE)
+    if not n_personas:
+        example.pop("audience")
+    example["passages"] = FORM_EXAMPLE["passages"][:bounds.min_passages]
+    return form_text(document_schema(bounds, n_personas), example)
+
+
+def build_user_prompt(plan: GenerationPlan, prompts: PromptConfig, bounds: SchemaBounds,
+                      layout: str = "json") -> str:
+    if layout == "form":
+        return build_form_prompt(plan, prompts, bounds)
     guide = TEXTBOOK_GUIDE if plan.style is None else STYLE_GUIDES[plan.style]
     parts: list[str] = []
     if plan.template == "multi_topic_styles_persona":
@@ -205,6 +255,24 @@ def build_user_prompt(plan: GenerationPlan, prompts: PromptConfig, bounds: Schem
         )
     parts.append(_TASK.format(n_passages=_n_passages(bounds)))
     parts.append(_FORMAT.format(shape=_shape(len(plan.personas))))
+    return "\n\n".join(parts)
+
+
+def build_form_prompt(plan: GenerationPlan, prompts: PromptConfig, bounds: SchemaBounds) -> str:
+    """The same request as :func:`build_user_prompt`, in few words and with a worked example."""
+    guide = TEXTBOOK_GUIDE if plan.style is None else STYLE_GUIDES[plan.style]
+    parts = []
+    if plan.personas:
+        readers = "; ".join(f"reader {i} is {p[:1].lower()}{p[1:]}" for i, p in enumerate(plan.personas, start=1))
+        parts.append(f"Choose who you write for: {readers}. Give the number of your reader on the \"Reader\" "
+                     "line and write for that reader.")
+    parts.append(f"Write in the manner of {guide.split(':')[0]}. "
+                 + _FORM_TASK.format(n_passages=bounds.min_passages))
+    if plan.companions:
+        others = "; ".join(t.display(prompts.max_keywords) for t in plan.companions)
+        parts.append(f"Related topics you may combine with the main one if they fit: {others}")
+    # the topic comes last: a small model follows what it read most recently
+    parts.append(f"Topic: {plan.topic.display(prompts.max_keywords)}")
     return "\n\n".join(parts)
 
 
@@ -264,8 +332,10 @@ def plan_generation(
     personas: Sequence[str],
     global_seed: int,
     topic_pool: TopicPool | Sequence[Topic] = (),
+    layout: str = "json",
 ) -> GenerationPlan:
-    """The request for generation ``generation_index`` of ``topic`` under ``template``."""
+    """The request for generation ``generation_index`` of ``topic`` under ``template``; ``layout`` "form"
+    words it for a backend that fills the schema as a form (small local models)."""
     if template not in TEMPLATES:
         raise ValueError(f"unknown template {template!r} (known: {TEMPLATES})")
     style = choose_style(template, prompts, global_seed, topic.topic_id, generation_index)
@@ -283,8 +353,8 @@ def plan_generation(
     plan = GenerationPlan(template=template, topic=topic, generation_index=generation_index, style=style,
                           personas=chosen, companions=companions)
     messages = (
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": build_user_prompt(plan, prompts, bounds)},
+        {"role": "system", "content": FORM_SYSTEM_PROMPT if layout == "form" else SYSTEM_PROMPT},
+        {"role": "user", "content": build_user_prompt(plan, prompts, bounds, layout)},
     )
     return GenerationPlan(template=template, topic=topic, generation_index=generation_index, style=style,
                           personas=chosen, companions=companions, messages=messages,

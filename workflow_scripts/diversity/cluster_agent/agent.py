@@ -100,6 +100,7 @@ class StageUsage:
     requests: int = 0          # distinct jobs
     calls: int = 0             # requests sent, retries included
     failures: int = 0          # jobs without a usable answer after every attempt
+    first_attempt_ok: int = 0  # jobs answered usably at the first attempt
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
@@ -153,6 +154,7 @@ class ClusterAgent:
         self.config = config
         self.progress = progress
         self.usage = {stage: StageUsage() for stage in STAGES}
+        self.layout = "form" if config.backend.structured_output == "form" else "json"
 
     # --- calling the judge --------------------------------------------------------------------------------
 
@@ -171,7 +173,8 @@ class ClusterAgent:
             temperature = decoding.temperature if attempt == 0 else decoding.retry_temperature
             requests = [LLMRequest(messages=jobs[i].messages, temperature=temperature, top_p=decoding.top_p,
                                    max_new_tokens=decoding.max_new_tokens, json_schema=jobs[i].schema,
-                                   seed=request_seed(stage, *jobs[i].key, attempt)) for i in pending]
+                                   seed=request_seed(stage, *jobs[i].key, attempt),
+                                   repetition_penalty=decoding.repetition_penalty) for i in pending]
             responses: list[LLMResponse] = []
             chunks = range(0, len(requests), config.requests_per_batch)
             for start in tqdm(chunks, desc=f"cluster-agent {stage}" + (f" (retry {attempt})" if attempt else ""),
@@ -201,6 +204,8 @@ class ClusterAgent:
                 else:
                     result.error = error
                     still.append(i)
+            if attempt == 0:
+                usage.first_attempt_ok += len(pending) - len(still)
             pending = still
         usage.failures += len(pending)
         if pending:
@@ -216,7 +221,7 @@ class ClusterAgent:
         cut = config.max_sample_chars
         generation_schema = schemas.generation_schema(config.min_items, config.max_items, config.strings)
         jobs = [Job((plan.seed, m), prompts.generation_prompt([texts[int(i)][:cut] for i in sample],
-                                                              config.min_items, config.max_items),
+                                                              config.min_items, config.max_items, self.layout),
                     generation_schema)
                 for plan in plans for m, sample in enumerate(plan.generation_samples)]
         answers = self._run_jobs("generation", jobs)
@@ -236,7 +241,7 @@ class ClusterAgent:
                 if not items:
                     raise CriteriaError(f"seed {plan.seed}: no usable {kind} proposals after {config.M} rounds "
                                         "of stage 1 (see the warnings above)")
-                jobs.append(Job((plan.seed, kind), prompts.gathering_prompt(kind, items, config.k),
+                jobs.append(Job((plan.seed, kind), prompts.gathering_prompt(kind, items, config.k, self.layout),
                                 schemas.gathering_schema(kind, config.k, config.strings)))
         answers = self._run_jobs("gathering", jobs)
         gathered: dict[int, dict[str, tuple[Item, ...]]] = {p.seed: {} for p in plans}
@@ -247,7 +252,7 @@ class ClusterAgent:
             gathered[seed][kind] = tuple(Item.from_json(v) for v in answer.value["items"])
 
         jobs = [Job((plan.seed,), prompts.summary_prompt(gathered[plan.seed]["metadata"],
-                                                         gathered[plan.seed]["metrics"]),
+                                                         gathered[plan.seed]["metrics"], self.layout),
                     schemas.summary_schema(config.k, config.strings)) for plan in plans]
         answers = self._run_jobs("summary", jobs)
         criteria: dict[int, Criteria] = {}
@@ -279,8 +284,12 @@ class ClusterAgent:
             for r, sample in enumerate(plan.clustering_samples):
                 sample_texts = [texts[int(i)][:cut] for i in sample]
                 shown.append(sample_texts)
-                jobs.append(Job((plan.seed, r), prompts.clustering_prompt(crit, labels, sample_texts), schema))
-        clustering = self._run_jobs("clustering", jobs)
+                jobs.append(Job((plan.seed, r), prompts.clustering_prompt(crit, labels, sample_texts, self.layout),
+                                schema))
+        if config.clustering_answer == "labels":
+            clustering = self._label_rounds(plans, texts, labels)
+        else:
+            clustering = self._run_jobs("clustering", jobs)
 
         verify_jobs, verify_rounds = [], []
         if config.verification:
@@ -294,7 +303,7 @@ class ClusterAgent:
                 seed = job.key[0]
                 listing = [(f"C{c}", cl["members"], cl["uniqueness"]) for c, cl in enumerate(clusters, 1)]
                 verify_jobs.append(Job(job.key, prompts.verification_prompt(
-                    criteria[seed], labels, shown[index], listing, to_check),
+                    criteria[seed], labels, shown[index], listing, to_check, self.layout),
                     schemas.verification_schema(to_check, config.strings)))
                 verify_rounds.append(index)
         verification = dict(zip(verify_rounds, self._run_jobs("verification", verify_jobs)))
@@ -307,6 +316,32 @@ class ClusterAgent:
                                 verification.get(index), config.verification, criteria[seed]))
         return pl.DataFrame(rows, schema=RECORD_SCHEMA)
 
+    def _label_rounds(self, plans: Sequence[SeedPlan], texts: Mapping[int, str], labels: Sequence[str]
+                      ) -> list[JobResult]:
+        """Stage 4 as labels: one request per distinct text (its label does not depend on the round, so a
+        text drawn in many rounds or seeds is asked once), then each round's clusters from its labels."""
+        cut = self.config.max_sample_chars
+        schema = schemas.labeling_schema(self.config.strings)
+        distinct = sorted({int(i) for plan in plans for sample in plan.clustering_samples for i in sample})
+        jobs = [Job(("label", hash_value(texts[i][:cut])[:16]), prompts.labeling_prompt(texts[i][:cut], self.layout),
+                    schema) for i in distinct]
+        answers = dict(zip(distinct, self._run_jobs("clustering", jobs)))
+        rounds, charged = [], set()
+        for plan in plans:
+            for sample in plan.clustering_samples:
+                results = [answers[int(i)] for i in sample]
+                new = [int(i) for i in sample if int(i) not in charged]
+                charged.update(new)
+                tokens = (sum(answers[i].prompt_tokens for i in new), sum(answers[i].completion_tokens for i in new))
+                failed = next((r for r in results if r.value is None), None)
+                if failed is not None:
+                    rounds.append(JobResult(None, f"a sample got no label: {failed.error}",
+                                            max(r.attempts for r in results), *tokens))
+                    continue
+                value = clusters_from_labels({label: r.value["label"] for label, r in zip(labels, results)}, labels)
+                rounds.append(JobResult(value, None, max(r.attempts for r in results), *tokens))
+        return rounds
+
     def run(self, plans: Sequence[SeedPlan], texts: Mapping[int, str]) -> AgentRun:
         criteria, logs = self.build_criteria(plans, texts)
         records = self.cluster(plans, texts, criteria)
@@ -314,6 +349,24 @@ class ClusterAgent:
 
 
 # --- helpers --------------------------------------------------------------------------------------------
+
+
+def normalise_label(text: str) -> str:
+    """Labels that differ only in case, punctuation or spacing name the same cluster."""
+    return " ".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
+
+
+def clusters_from_labels(value: Mapping[str, str], labels: Sequence[str]) -> dict[str, Any]:
+    """A ``labels`` answer as the ``clusters`` answer it implies: samples sharing a label, in first-seen order;
+    the label is the cluster's stated reason, and there are no metadata values or scores."""
+    groups: dict[str, list[str]] = {}
+    names: dict[str, str] = {}
+    for label in labels:
+        key = normalise_label(str(value[label])) or label  # an empty label makes its sample a singleton
+        groups.setdefault(key, []).append(label)
+        names.setdefault(key, str(value[label]).strip())
+    return {"clusters": [{"members": members, "uniqueness": names[key], "metadata": [], "scores": []}
+                         for key, members in groups.items()]}
 
 
 def _usable(response: LLMResponse) -> str | None:

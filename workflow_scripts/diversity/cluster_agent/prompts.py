@@ -69,7 +69,15 @@ def _shape(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _messages(user: str) -> list[dict[str, str]]:
+FORM_SYSTEM = "You are a careful reader who compares documents. You fill in forms line by line."
+
+
+def _messages(user: str, layout: str = "json") -> list[dict[str, str]]:
+    """``layout`` "form": the judge fills the schema as a form (small local models), so the JSON shape in
+    the prompt gives way to a plain request (a small model copies placeholders it is shown)."""
+    if layout == "form":
+        user = user[:user.rindex("Answer with JSON shaped like")] + "Answer by filling in the form."
+        return [{"role": "system", "content": FORM_SYSTEM}, {"role": "user", "content": user}]
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
@@ -77,7 +85,7 @@ def _range(low: int, high: int) -> str:
     return str(low) if low == high else f"between {low} and {high}"
 
 
-def generation_prompt(texts: Sequence[str], low: int, high: int) -> list[dict[str, str]]:
+def generation_prompt(texts: Sequence[str], low: int, high: int, layout: str = "json") -> list[dict[str, str]]:
     labels = [f"D{i}" for i in range(1, len(texts) + 1)]
     shape = {"metadata": [{"name": "...", "description": "..."}, "..."],
              "metrics": [{"name": "...", "description": "...", "rubric": ["level 1", "2", "3", "4", "level 5"]},
@@ -94,10 +102,10 @@ def generation_prompt(texts: Sequence[str], low: int, high: int) -> list[dict[st
         "(highest).\n"
         f"Answer with JSON shaped like {_shape(shape)}"
     )
-    return _messages(user)
+    return _messages(user, layout)
 
 
-def gathering_prompt(kind: str, proposals: Sequence[Item], k: int) -> list[dict[str, str]]:
+def gathering_prompt(kind: str, proposals: Sequence[Item], k: int, layout: str = "json") -> list[dict[str, str]]:
     listing = "\n".join(f"- {item.line()}" for item in proposals)
     if kind == "metadata":
         what = "metadata attributes (what a document is)"
@@ -116,10 +124,10 @@ def gathering_prompt(kind: str, proposals: Sequence[Item], k: int) -> list[dict[
         f"and prefer items that apply to any document. {extra}\n"
         f"Answer with JSON shaped like {_shape(shape)}"
     )
-    return _messages(user)
+    return _messages(user, layout)
 
 
-def summary_prompt(metadata: Sequence[Item], metrics: Sequence[Item]) -> list[dict[str, str]]:
+def summary_prompt(metadata: Sequence[Item], metrics: Sequence[Item], layout: str = "json") -> list[dict[str, str]]:
     k = len(metadata)
     listing_metadata = "\n".join(f"{i}. {item.line()}" for i, item in enumerate(metadata, 1))
     listing_metrics = "\n".join(f"{i}. {item.line()}" for i, item in enumerate(metrics, 1))
@@ -131,10 +139,10 @@ def summary_prompt(metadata: Sequence[Item], metrics: Sequence[Item]) -> list[di
         f"between documents. Return {k} pairs: pair i holds the sentence for metadata item i and the sentence "
         f"for metric i.\nAnswer with JSON shaped like {_shape(shape)}"
     )
-    return _messages(user)
+    return _messages(user, layout)
 
 
-def clustering_prompt(criteria: Criteria, labels: Sequence[str], texts: Sequence[str]) -> list[dict[str, str]]:
+def clustering_prompt(criteria: Criteria, labels: Sequence[str], texts: Sequence[str], layout: str = "json") -> list[dict[str, str]]:
     metadata_names = ", ".join(item.name for item in criteria.metadata)
     metric_names = ", ".join(item.name for item in criteria.metrics)
     shape = {"clusters": [{"members": [labels[0], "..."], "uniqueness": "...",
@@ -149,12 +157,12 @@ def clustering_prompt(criteria: Criteria, labels: Sequence[str], texts: Sequence
         f"score from 1 to 5 for each metric in this order ({metric_names}).\n"
         f"Answer with JSON shaped like {_shape(shape)}"
     )
-    return _messages(user)
+    return _messages(user, layout)
 
 
 def verification_prompt(criteria: Criteria, labels: Sequence[str], texts: Sequence[str],
                         clusters: Sequence[tuple[str, Sequence[str], str]],
-                        to_check: Sequence[str]) -> list[dict[str, str]]:
+                        to_check: Sequence[str], layout: str = "json") -> list[dict[str, str]]:
     """``clusters``: (cluster label, member labels, uniqueness reasoning) for every cluster of the round."""
     listing = "\n".join(f"{label}: {', '.join(members)} (stated reason: {reason})"
                         for label, members, reason in clusters)
@@ -167,4 +175,15 @@ def verification_prompt(criteria: Criteria, labels: Sequence[str], texts: Sequen
         "valid = 1 if it does and valid = 0 if it should be split.\n"
         f"Answer with JSON shaped like {_shape(shape)}"
     )
-    return _messages(user)
+    return _messages(user, layout)
+
+
+def labeling_prompt(text: str, layout: str = "json") -> list[dict[str, str]]:
+    """Stage 4 with ``clustering_answer: labels``: the kind of one document, in a few words.
+
+    The criteria header is left out on purpose: measured with SmolLM2-135M on twelve texts from twelve
+    domains and on twelve rewordings of one text, labels without it told the two apart (12 against 4
+    distinct labels), labels with it hardly did (12 against 10)."""
+    user = (f"Text:\n<<<\n{text}\n>>>\n\nIn two to four words, name the topic of this text.\n"
+            f"Answer with JSON shaped like {_shape({'label': '...'})}")
+    return _messages(user, layout)

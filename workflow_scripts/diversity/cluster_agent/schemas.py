@@ -74,3 +74,8 @@ def verification_schema(cluster_labels: Sequence[str], bounds: StringBounds) -> 
     verdict = _object({"reasoning": string(bounds.max_reason_chars, bounds),
                        "valid": {"type": "integer", "enum": [0, 1]}})
     return _object({label: verdict for label in cluster_labels})
+
+
+def labeling_schema(bounds: StringBounds) -> dict[str, Any]:
+    """Stage 4, ``labels`` answer: a few words naming one sample's kind; equal labels make a cluster."""
+    return _object({"label": {**string(bounds.max_value_chars, bounds), "title": "Topic"}})

@@ -6,6 +6,7 @@ request's schema and answers:
 - generation / gathering / summary: fixed items and sentences of the requested counts;
 - clustering: documents grouped by their first word (read from the prompt), clusters in order of
   first appearance; so a corpus of near-duplicates gets fewer clusters than a varied one;
+- labeling (``clustering_answer: labels``): the text's first word;
 - verification: a cluster is invalid when it has more than ``max_valid_size`` members.
 
 ``fail_first`` makes the first attempt of chosen stages return an unusable answer (to test retries);
@@ -33,6 +34,8 @@ def stage_of(schema: dict[str, Any]) -> str:
         return "summary"
     if "clusters" in properties:
         return "clustering"
+    if list(properties) == ["label"]:
+        return "labeling"
     return "verification"
 
 
@@ -72,6 +75,10 @@ class ScriptedJudge:
         return {"metadata": [{"name": f"attribute {i}", "description": f"what kind {i}"} for i in range(n_meta)],
                 "metrics": [{"name": f"quality {i}", "description": f"how good {i}",
                              "rubric": [f"level {j}" for j in range(1, 6)]} for i in range(n_metric)]}
+
+    def _labeling(self, schema: dict[str, Any], prompt: str) -> dict[str, Any]:
+        text = prompt.split("<<<\n", 1)[1].split("\n>>>", 1)[0]
+        return {"label": text.split()[0]}
 
     def _gathering(self, schema: dict[str, Any], prompt: str) -> dict[str, Any]:
         items_schema = schema["properties"]["items"]
