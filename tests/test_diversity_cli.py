@@ -157,7 +157,7 @@ def test_stage_and_summary_lexical(tmp_path):
         manifest = read_manifest(out, stage="diversity")
         assert manifest.experiment == name and manifest.counts["documents"] == len(docs)
         assert manifest.params["diversity"]["metrics"] == LEXICAL
-        assert set(manifest.files) == {"scores.json", "cluster_rounds.parquet", "cluster_criteria.json"}
+        assert set(manifest.files) == {"scores.json", "cluster_rounds.parquet", "cluster_criteria.json", "examples.json"}
         scores = json.loads((out / "scores.json").read_text())
         assert list(scores) == LEXICAL and scores["ngram_diversity"]["details"]["seeds"] == [0, 1]
         outs.append(out)

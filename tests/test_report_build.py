@@ -109,7 +109,10 @@ def test_report_stage_writes_tables_figures_and_dvc_files(tmp_path):
         == 0
     )
     manifest = read_manifest(out, stage="report")
-    assert set(manifest.params) == {"report", "evaluation.tasks", "evaluation.scoring", "experiments"}
+    from workflow_scripts.config.report import PARAM_KEYS
+
+    assert set(manifest.params) == set(PARAM_KEYS) >= {"report", "evaluation.tasks", "experiments", "models"}
+    assert "**Models.**" in (out / "report.md").read_text()  # which models are real, which random
     assert manifest.counts["models"] == 10
 
     for table in ("table6", "table7", "ratio"):
@@ -160,7 +163,7 @@ def test_report_stage_writes_tables_figures_and_dvc_files(tmp_path):
     comparison = pl.read_csv(out / "paper_comparison.csv")
     assert comparison.height == 4 and comparison["paper"].to_list()[:2] == [48.94, 50.00]
     text = (out / "report.md").read_text()
-    assert "they say nothing about the paper's science" in text and "46,240 parameters" in text
+    assert "they say nothing about the paper's findings" in text and "46,240 parameters" in text
     assert "not a like-for-like comparison" in text
     assert "![Accuracy vs cluster_agent" in text
 

@@ -31,11 +31,15 @@ TABLE_TITLES = {
 }
 
 # Config keys the report reads (every key must exist literally in params.yaml for DVC).
-PARAM_KEYS = ("report", "evaluation.tasks", "evaluation.scoring", "experiments")
+PARAM_KEYS = ("report", "evaluation.tasks", "evaluation.scoring", "experiments", "models", "local_models",
+              "diversity.perplexity", "diversity.cluster_agent.judge", "generate.topic_extraction.model",
+              "pretrain.model")
 
 DEFAULT_CAVEAT = (
-    "The default configuration trains tiny, randomly initialised models on a few thousand tokens, on CPU. "
-    "Its numbers show that the machinery works end to end; they say nothing about the paper's science."
+    "The students here are tiny, randomly initialised models pre-trained on a few thousand tokens, on CPU. "
+    "Their accuracies show that the machinery works end to end; they say nothing about the paper's findings "
+    "(for those, run configs/paper.yaml on GPUs). The diversity scores are real measurements of the "
+    "generated text, by the models named below."
 )
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from workflow_scripts.config import PipelineConfig
 from workflow_scripts.config.diversity import DiversityConfig
-from workflow_scripts.core.artifacts import build_artifact
+from workflow_scripts.core.artifacts import build_artifact, read_manifest
 from workflow_scripts.core.cli import add_common_arguments, load_checked_config, run_main
 from workflow_scripts.core.identity import job_identity
 from workflow_scripts.generate.reader import generation_shards
@@ -67,6 +67,31 @@ def resources(config: PipelineConfig, section: DiversityConfig, models_dir: Path
     return out
 
 
+def structured_output_rates(generations: Path, usage: dict | None) -> dict[str, float]:
+    """How often the LLMs answered with usable, schema-valid JSON: the generator's rates (from the generations'
+    manifest) and the judge's over all its requests (first attempt, and within max_attempts)."""
+    counts = read_manifest(generations, stage="generate").counts
+    rates = {f"generation_{key}": counts[key] for key in ("valid_first_attempt_rate", "valid_within_attempts_rate")
+             if key in counts}
+    stages = [u for name, u in (usage or {}).items() if name != "cache" and isinstance(u, dict) and "requests" in u]
+    requests = sum(u["requests"] for u in stages)
+    if requests:
+        rates["judge_valid_first_attempt_rate"] = round(sum(u.get("first_attempt_ok", 0) for u in stages) / requests, 4)
+        rates["judge_valid_within_attempts_rate"] = round(1 - sum(u["failures"] for u in stages) / requests, 4)
+    return rates
+
+
+EXAMPLES_FILE = "examples.json"
+
+
+def write_examples(directory: Path, corpus, count: int = 2, max_chars: int = 1500) -> None:
+    """The first texts of the scored corpus, so a report can show what was measured."""
+    import itertools
+
+    texts = [t[:max_chars] for t in itertools.islice(corpus._iter_texts(), count)]
+    (directory / EXAMPLES_FILE).write_text(json.dumps(texts, indent=1, ensure_ascii=False) + "\n")
+
+
 def write_outputs(directory: Path, report) -> None:
     import polars as pl
 
@@ -99,8 +124,10 @@ def run(args: argparse.Namespace) -> None:
     with build_artifact(args.out, identity=identity, inputs=inputs) as artifact:
         report = score_corpus(corpus, section, needed, progress=not args.no_progress)
         write_outputs(artifact.path, report)
+        write_examples(artifact.path, corpus)
         artifact.counts.update(documents=report.documents, metrics=len(report.metrics),
-                               cluster_rounds=0 if report.cluster_records is None else report.cluster_records.height)
+                               cluster_rounds=0 if report.cluster_records is None else report.cluster_records.height,
+                               **structured_output_rates(args.generations, report.cluster_usage))
         artifact.info.update(
             metrics=list(report.metrics), text_field=section.text_field, shards=len(shards),
             subset_sizes={str(k): v for k, v in report.subsets.items()}, timings_s=report.timings_s,

@@ -92,6 +92,49 @@ def scale_statement(records: list[collect.EvalRecord], report: ReportConfig) -> 
     return f"**Scale.** {size_text}"
 
 
+def _model_kind(config: Any, name: str | None) -> str:
+    if name is None or name not in config.models:
+        return "none"
+    spec = config.models[name]
+    if spec.builtin is not None:
+        return f"`{name}`: a real pre-trained model ({spec.path}, shipped on PyPI)"
+    if spec.local is not None:
+        return f"`{name}`: a tiny randomly initialised model built here (its outputs are noise)"
+    return f"`{name}`: {spec.path} ({spec.backend})"
+
+
+def llm_output_section(rates: pl.DataFrame | None, examples: dict[str, list[str]] | None) -> list[str]:
+    """Schema-valid JSON rates of the generator and the judge, and one generated text per experiment."""
+    if rates is None or rates.is_empty():
+        return []
+    lines = ["## LLM output", "",
+             "Share of requests answered with usable, schema-valid JSON, at the first attempt and within the "
+             "configured attempts (generation: one request per document; judge: every Cluster-agent request).", "",
+             tables.to_markdown(rates.rename({c: c.replace("_rate", "") for c in rates.columns if c.endswith("_rate")}),
+                                3), ""]
+    for experiment, texts in sorted((examples or {}).items()):
+        if texts:
+            quoted = "\n".join(f"> {line}" if line else ">" for line in texts[0].splitlines())
+            lines += [f"First generated document of `{experiment}`:", "", quoted, ""]
+    return lines
+
+
+def models_statement(config: Any) -> str:
+    """Which models are real and which are random, role by role: the first thing a reader must know."""
+    generators = sorted({e.synthetic.generator for e in config.experiments.values() if e.synthetic})
+    diversity = config.diversity
+    roles = [("Generator", "; ".join(_model_kind(config, g) for g in generators) or "none"),
+             ("Topic extractor", _model_kind(config, config.generate.topic_extraction.model or
+                                             (generators[0] if generators else None))),
+             ("Cluster-agent judge", _model_kind(config, diversity.cluster_agent.judge)),
+             ("Perplexity scorer", _model_kind(config, diversity.perplexity.scorer))]
+    if "perplexity_gap" not in diversity.metrics:
+        roles.append(("Perplexity gap", "not computed (it needs a second real model)"))
+    roles.append(("Students", f"`{config.pretrain.model}` architecture, randomly initialised and pre-trained "
+                  "from scratch by this pipeline (then fine-tuned)"))
+    return "**Models.** " + " ".join(f"{role}: {text}." for role, text in roles)
+
+
 def build(
     records: list[collect.EvalRecord],
     diversity: pl.DataFrame,
@@ -100,6 +143,9 @@ def build(
     evaluation: EvaluationConfig,
     out: Path,
     experiments: list[str],
+    models: str = "",
+    llm_output: pl.DataFrame | None = None,
+    examples: dict[str, list[str]] | None = None,
 ) -> dict[str, int]:
     """Write every output into ``out``; returns counts for the manifest."""
     if not records:
@@ -126,6 +172,8 @@ def build(
         scale_statement(records, report),
         "",
     ]
+    if models:
+        sections += [models, ""]
     if report.note:
         sections += [report.note, ""]
     sections += [
@@ -246,6 +294,7 @@ def build(
         path = figures.ratio_curve(ratio, accuracy_label, out / "figures" / "ratio.png")
         sections += ["## Ratio study curve", "", f"![Ratio study](figures/{path.name})" if path else "", ""]
 
+    sections += llm_output_section(llm_output, examples)
     sections += ["## Training loss", ""]
     for stage in sorted(set(curves["stage"].to_list())) if curves.height else []:
         path = figures.loss_curves(curves, stage, out / "figures" / f"loss_{_safe(stage)}.png")
@@ -343,7 +392,8 @@ def run(args: argparse.Namespace) -> None:
     inputs.update({f"train_metrics_{i}": p for i, p in enumerate(curve_paths)})
     with build_artifact(args.out, identity=job_identity(config, "report", inputs=inputs), inputs=inputs) as artifact:
         counts = build(
-            records, diversity, curves, report, evaluation, artifact.path, list(config.experiments)
+            records, diversity, curves, report, evaluation, artifact.path, list(config.experiments),
+            models_statement(config), *collect.load_llm_output(diversity_paths),
         )
         artifact.counts.update(counts)
 

@@ -198,6 +198,26 @@ def load_diversity(paths: Iterable[Path]) -> pl.DataFrame:
     )
 
 
+RATE_COLUMNS = ("generation_valid_first_attempt_rate", "generation_valid_within_attempts_rate",
+                "judge_valid_first_attempt_rate", "judge_valid_within_attempts_rate")
+
+
+def load_llm_output(paths: Iterable[Path]) -> tuple[pl.DataFrame, dict[str, list[str]]]:
+    """Per experiment: how often the generator and the judge gave schema-valid JSON (from the diversity
+    manifests), and the example texts the diversity stage kept (``examples.json``)."""
+    rows, examples = [], {}
+    for path, manifest in find_artifacts(paths, ("diversity",)):
+        if manifest.experiment is None:
+            continue
+        rows.append({"experiment": manifest.experiment,
+                     **{c: float(manifest.counts[c]) if c in manifest.counts else None for c in RATE_COLUMNS}})
+        file = path / "examples.json"
+        if file.is_file():
+            examples[manifest.experiment] = [str(t) for t in json.loads(file.read_text())]
+    schema = {"experiment": pl.String, **{c: pl.Float64 for c in RATE_COLUMNS}}
+    return pl.DataFrame(rows, schema=schema).sort("experiment"), examples
+
+
 # --- training curves --------------------------------------------------------------------------------------
 
 CURVE_SCHEMA = {"experiment": pl.String, "stage": pl.String, "step": pl.Int64, "loss": pl.Float64}
