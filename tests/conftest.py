@@ -69,3 +69,16 @@ def dvc_build(tmp_path_factory) -> Path:
     project = copy_project(tmp_path_factory.mktemp("dvc_build"))
     run(project, "dvc", "repro")
     return project
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct converted from the installed wheel's GGUF file (about a minute on 2 cores), in
+    the cache the standalone scorer uses ($XDG_CACHE_HOME/workflow_scripts/builtin): converted once."""
+    from workflow_scripts.llm import builtin
+
+    try:
+        builtin.gguf_path("smollm2-135m-instruct")
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+    return builtin.cached_builtin_dir("builtin:smollm2-135m-instruct")

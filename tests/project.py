@@ -41,12 +41,21 @@ def _project_files() -> list[Path]:
     return [p for p in REPO.rglob("*") if p.is_file() and not IGNORED_DIRS.intersection(p.relative_to(REPO).parts)]
 
 
-def copy_project(destination: Path) -> Path:
-    """The working tree (tracked and untracked, not ignored files) as a fresh git + DVC repository."""
+TEST_CONFIG = "configs/tiny.yaml"
+
+
+def copy_project(destination: Path, config: str | None = TEST_CONFIG) -> Path:
+    """The working tree (tracked and untracked, not ignored files) as a fresh git + DVC repository.
+
+    ``config`` (default: the all-random tiny configuration, fast) becomes the copy's params.yaml, with its
+    dvc.yaml generated for it; None keeps the default params.yaml (the real builtin model, slow)."""
     for file in _project_files():
         target = destination / file.relative_to(REPO)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(file, target)
+    if config is not None:
+        shutil.copy2(REPO / config, destination / "params.yaml")
+        run(destination, sys.executable, "-m", "workflow_scripts.dvc_yaml")
     run(destination, "git", "init", "-q")
     run(destination, "git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
     run(destination, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy")

@@ -44,16 +44,6 @@ def test_a_missing_package_says_how_to_install_it(monkeypatch):
         builtin.gguf_path("smollm2-135m-instruct")
 
 
-@pytest.fixture(scope="session")
-def smollm2(tmp_path_factory):
-    """SmolLM2-135M-Instruct converted from the installed wheel's GGUF file (about a minute on 2 cores)."""
-    try:
-        builtin.gguf_path("smollm2-135m-instruct")
-    except FileNotFoundError as error:
-        pytest.skip(str(error))
-    return builtin.cached_builtin_dir(SMOLLM2, tmp_path_factory.mktemp("builtin"))
-
-
 @pytest.mark.slow
 def test_the_converted_model_is_a_plain_hugging_face_folder_with_its_chat_template(smollm2):
     config = json.loads((smollm2 / "config.json").read_text())

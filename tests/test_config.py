@@ -15,16 +15,40 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture()
 def default_raw() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    """The tests' configuration (configs/tiny.yaml): its names are the ones the broken keys below use."""
+    return yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
 
 
-@pytest.mark.parametrize("path", ["params.yaml", "configs/paper.yaml"])
+@pytest.mark.parametrize("path", ["params.yaml", "configs/tiny.yaml", "configs/paper.yaml"])
 def test_shipped_configs_are_valid(path):
     config = load_config(REPO / path)
     assert config.experiments
 
 
-def test_default_grid_has_baseline_and_three_synthetic_variants(default_raw):
+def test_default_uses_the_real_builtin_model_in_every_llm_role_and_random_students():
+    config = load_config(REPO / "params.yaml")
+    real = {name for name, spec in config.models.items() if spec.builtin is not None}
+    generators = {e.synthetic.generator for e in config.experiments.values() if e.synthetic}
+    assert generators <= real and config.generate.topic_extraction.model in real
+    assert config.diversity.cluster_agent.judge in real and config.diversity.perplexity.scorer in real
+    assert "perplexity_gap" not in config.diversity.metrics  # a gap between a real and a random model means nothing
+    assert not config.local_models.models  # no random LLMs in the default
+
+
+def test_default_grid_has_a_t_contrast_and_a_template_contrast():
+    config = load_config(REPO / "params.yaml")
+    synthetic = {n: e.synthetic for n, e in config.experiments.items() if e.synthetic}
+    size = {n: s.topics * s.generations_per_topic for n, s in synthetic.items()}
+    t_contrast = [(a, b) for a in synthetic for b in synthetic if synthetic[a].template == synthetic[b].template
+                  and synthetic[a].topics > synthetic[b].topics and size[a] == size[b]]
+    template_contrast = [(a, b) for a in synthetic for b in synthetic if synthetic[a].template == "topic"
+                         and synthetic[b].template == "topic_styles_persona" and size[a] == size[b]
+                         and synthetic[a].topics == synthetic[b].topics]
+    assert t_contrast and template_contrast
+    assert config.diversity.bootstrap.subset_size and len(config.diversity.bootstrap.seeds) >= 2  # error bars
+
+
+def test_test_grid_has_baseline_and_three_synthetic_variants(default_raw):
     config = parse_config(default_raw)
     synthetic = {n: e.synthetic for n, e in config.experiments.items() if e.synthetic}
     assert any(e.synthetic is None for e in config.experiments.values())
