@@ -44,10 +44,22 @@ def ref_ngram_diversity(texts, max_n=4):
     return score
 
 
+def ref_ngram_diversity_corpus(texts, max_n=4):
+    stream = [token for t in texts for token in t.split()]
+    return sum(len(set(ngrams(stream, n))) / len(ngrams(stream, n)) for n in range(1, max_n + 1)
+               if ngrams(stream, n))
+
+
 def ref_self_repetition(texts, n=4):
     sets = [set(ngrams(t.split(), n)) for t in texts]
     frequency = Counter(g for s in sets for g in s)
     return sum(math.log1p(sum(1 for g in s if frequency[g] > 1)) for s in sets) / len(texts)
+
+
+def ref_self_repetition_shaib(texts, n=4):
+    sets = [set(ngrams(t.split(), n)) for t in texts]
+    frequency = Counter(g for s in sets for g in s)
+    return sum(math.log1p(sum(frequency[g] - 1 for g in s)) for s in sets) / len(texts)
 
 
 def random_corpus(seed, docs=60, vocab=40):
@@ -129,18 +141,30 @@ def test_context_length_by_hand():
 def test_ngram_diversity_by_hand():
     # "a b a b": unigrams 2/4, bigrams {ab, ba} 2/3, trigrams 2/2, 4-grams 1/1
     assert run(NgramDiversity(4), ["a b a b"]).value == pytest.approx(0.5 + 2 / 3 + 1 + 1)
-    # two identical two-word texts: unigrams 2/4, bigrams 1/2, no tri/4-grams (counted as 0)
-    result = run(NgramDiversity(4), ["a b", "a b"])
+    # two identical two-word texts, inside documents: unigrams 2/4, bigrams 1/2, no tri/4-grams (counted as 0)
+    result = run(NgramDiversity(4, scope="document"), ["a b", "a b"])
     assert result.value == pytest.approx(1.0)
     assert result.details["total_per_n"] == {"1": 4, "2": 2, "3": 0, "4": 0}
+    # on the concatenated corpus (Shaib et al.; the default) they read as "a b a b", even split across batches
+    for batches in (1, 2):
+        result = run(NgramDiversity(4), ["a b", "a b"], batches)
+        assert result.value == pytest.approx(0.5 + 2 / 3 + 1 + 1)
+        assert result.details["total_per_n"] == {"1": 4, "2": 3, "3": 2, "4": 1}
 
 
 def test_self_repetition_by_hand():
     texts = ["a b c d e", "a b c d x", "p q r s", "short"]
     # texts 1 and 2 share one 4-gram (a b c d); the others share none
-    assert run(SelfRepetition(4), texts).value == pytest.approx(2 * math.log(2) / 4)
-    # a 4-gram repeated inside one text is not shared with another text
-    assert run(SelfRepetition(4), ["a b c d a b c d", "z y x w"]).value == 0.0
+    for variant in ("shaib", "shared_ngrams"):
+        assert run(SelfRepetition(4, variant), texts).value == pytest.approx(2 * math.log(2) / 4)
+        # a 4-gram repeated inside one text is not shared with another text
+        assert run(SelfRepetition(4, variant), ["a b c d a b c d", "z y x w"]).value == 0.0
+    # where the variants differ: Shaib et al. count the OTHER texts holding each n-gram
+    texts = ["a b c d e", "a b c d e", "a b c d x"]
+    # abcd is in 3 texts, bcde in 2: texts 1 and 2 score log(1 + 2 + 1), text 3 log(1 + 2 + 0)
+    assert run(SelfRepetition(4), texts).value == pytest.approx((2 * math.log(4) + math.log(3)) / 3)
+    # shared_ngrams: texts 1 and 2 have 2 shared 4-grams, text 3 has 1
+    assert run(SelfRepetition(4, "shared_ngrams"), texts).value == pytest.approx((2 * math.log(3) + math.log(2)) / 3)
 
 
 def test_compression_ratio_matches_gzip():
@@ -155,15 +179,20 @@ def test_compression_ratio_matches_gzip():
 def test_streaming_matches_reference_for_any_batching(seed):
     texts = random_corpus(seed)
     for batches in (1, 7):
-        assert run(NgramDiversity(4), texts, batches).value == pytest.approx(ref_ngram_diversity(texts))
-        assert run(SelfRepetition(4), texts, batches).value == pytest.approx(ref_self_repetition(texts))
+        assert run(NgramDiversity(4), texts, batches).value == pytest.approx(ref_ngram_diversity_corpus(texts))
+        assert run(NgramDiversity(4, scope="document"), texts, batches).value == \
+            pytest.approx(ref_ngram_diversity(texts))
+        assert run(SelfRepetition(4), texts, batches).value == pytest.approx(ref_self_repetition_shaib(texts))
+        assert run(SelfRepetition(4, "shared_ngrams"), texts, batches).value == \
+            pytest.approx(ref_self_repetition(texts))
 
 
 def test_self_repetition_merges_across_many_batches():
     texts = random_corpus(5, docs=200, vocab=12)
-    metric = SelfRepetition(4)
+    metric = SelfRepetition(4, "shared_ngrams")
     metric.frequencies._min_merge = 4  # force many merges
     assert run(metric, texts, batches=50).value == pytest.approx(ref_self_repetition(texts))
+    assert run(SelfRepetition(4), texts, batches=50).value == pytest.approx(ref_self_repetition_shaib(texts))
 
 
 def test_near_duplicates_score_less_diverse_on_every_lexical_metric():
@@ -192,5 +221,5 @@ def test_lexical_scorer_shares_one_tokenisation():
     scorer.update(texts[:30])
     scorer.update(texts[30:])
     results = scorer.results()
-    assert results["ngram_diversity"].value == pytest.approx(ref_ngram_diversity(texts))
+    assert results["ngram_diversity"].value == pytest.approx(ref_ngram_diversity_corpus(texts))
     assert results["context_length"].value == pytest.approx(sum(len(t.split()) for t in texts) / len(texts))

@@ -52,7 +52,14 @@ class LexicalConfig(Section):
         "whitespace", description="'whitespace' (str.split), a tokenizer directory or hub id, or "
         "'local:NAME' for <models artifact>/NAME (e.g. local:tokenizer)")
     ngram_max_n: int = Field(4, ge=1, le=8, description="n-gram diversity sums n = 1..ngram_max_n")
+    ngram_scope: Literal["corpus", "document"] = Field(
+        "corpus", description="corpus: n-grams of the concatenated corpus, across document boundaries (Shaib et "
+        "al.'s code); document: n-grams inside documents only")
     self_repetition_n: int = Field(4, ge=1, le=8)
+    self_repetition: Literal["shaib", "shared_ngrams"] = Field(
+        "shaib", description="shaib: per text log(1 + sum over its distinct n-grams of the number of OTHER texts "
+        "containing each) (Shaib et al.'s code, memory ~12 bytes per distinct (n-gram, text) pair); "
+        "shared_ngrams: log(1 + number of its distinct n-grams found in any other text) (bounded memory)")
     gzip_level: int = Field(9, ge=1, le=9, description="9 = gzip's default, as in Shaib et al.")
     batch_bytes: int = Field(1 << 20, gt=0, description="text characters tokenised at once")
     seeds_per_pass: int = Field(0, ge=0, description="bootstrap seeds scored per pass over the corpus "

@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     lex.add_argument("--tokenizer", default="whitespace",
                      help="'whitespace' (str.split) or a Hugging Face tokenizer directory / hub id")
     lex.add_argument("--ngram-max-n", type=int, default=4, help="n-gram diversity sums n = 1..N (default 4)")
+    lex.add_argument("--ngram-scope", choices=["corpus", "document"], default="corpus",
+                     help="n-grams of the concatenated corpus (Shaib et al., default) or inside documents only")
+    lex.add_argument("--self-repetition-variant", choices=["shaib", "shared_ngrams"], default="shaib",
+                     help="Shaib et al.'s definition (default) or the bounded-memory shared-n-gram count")
     lex.add_argument("--self-repetition-n", type=int, default=4, help="n-gram size of self-repetition")
     lex.add_argument("--gzip-level", type=int, default=9, help="gzip level of compression_ratio (default 9)")
     ppl = parser.add_argument_group("perplexity metrics")
@@ -134,7 +138,8 @@ def _config(args: argparse.Namespace, names: list[str]):
         "bootstrap": {"seeds": [int(s) for s in args.seeds.split(",") if s.strip()],
                       "subset_size": args.subset_size},
         "lexical": {"tokenizer": args.tokenizer, "ngram_max_n": args.ngram_max_n,
-                    "self_repetition_n": args.self_repetition_n, "gzip_level": args.gzip_level},
+                    "self_repetition_n": args.self_repetition_n, "gzip_level": args.gzip_level,
+                    "ngram_scope": args.ngram_scope, "self_repetition": args.self_repetition_variant},
         "perplexity": {"scorer": "scorer", "reference": "reference", "max_tokens": args.ppl_max_tokens,
                        "batch_size": args.ppl_batch_size, "device": args.device},
         "embedding": {"embedder": args.embedder, "kmeans_k": args.kmeans_k, "batch_size": args.embed_batch_size,

@@ -14,14 +14,14 @@ from workflow_scripts.diversity.tokens import TokenBatch, Tokenizer
 LEXICAL_METRICS = ("context_length", "self_repetition", "ngram_diversity", "compression_ratio")
 
 
-def make_metric(name: str, *, ngram_max_n: int = 4, self_repetition_n: int = 4,
-                gzip_level: int = 9) -> StreamingMetric:
+def make_metric(name: str, *, ngram_max_n: int = 4, self_repetition_n: int = 4, gzip_level: int = 9,
+                ngram_scope: str = "corpus", self_repetition: str = "shaib") -> StreamingMetric:
     if name == "context_length":
         return ContextLength()
     if name == "self_repetition":
-        return SelfRepetition(self_repetition_n)
+        return SelfRepetition(self_repetition_n, variant=self_repetition)
     if name == "ngram_diversity":
-        return NgramDiversity(ngram_max_n)
+        return NgramDiversity(ngram_max_n, scope=ngram_scope)
     if name == "compression_ratio":
         return CompressionRatio(gzip_level)
     raise ValueError(f"{name!r} is not a lexical metric (known: {LEXICAL_METRICS})")
@@ -30,7 +30,7 @@ def make_metric(name: str, *, ngram_max_n: int = 4, self_repetition_n: int = 4,
 class LexicalScorer:
     """Feed batches of texts; ``results()`` gives every requested lexical metric."""
 
-    def __init__(self, names: Sequence[str], tokenizer: Tokenizer, **options: int) -> None:
+    def __init__(self, names: Sequence[str], tokenizer: Tokenizer, **options: int | str) -> None:
         self.tokenizer = tokenizer
         self.metrics = [make_metric(name, **options) for name in names]
         self._needs_tokens = any(m.name != "compression_ratio" for m in self.metrics)
@@ -52,7 +52,7 @@ class LexicalScorer:
 
 
 def score_texts(texts: Iterable[Sequence[str]], names: Sequence[str], tokenizer: Tokenizer,
-                **options: int) -> dict[str, MetricResult]:
+                **options: int | str) -> dict[str, MetricResult]:
     """Lexical metrics of a stream of text batches."""
     scorer = LexicalScorer(names, tokenizer, **options)
     for batch in texts:

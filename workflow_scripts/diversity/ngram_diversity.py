@@ -1,35 +1,47 @@
 """N-gram diversity: sum over n = 1..max_n of (distinct n-grams / total n-grams) in the corpus.
 
-Higher = more diverse (max_n when every n-gram is unique). N-grams are counted inside documents,
-never across the boundary of two documents (Shaib et al.'s package joins all documents into one
-stream; the difference is at most (n-1) n-grams per document). The value grows as the corpus
-shrinks, so compare corpora of the same size (the bootstrap subset).
+Higher = more diverse (max_n when every n-gram is unique). With ``scope="corpus"`` (default) the corpus
+is one stream of tokens, documents concatenated in order, so n-grams may span two documents: this is
+Shaib et al.'s code, which the paper cites. ``scope="document"`` counts n-grams inside documents only
+(at most n-1 fewer per document). The value grows as the corpus shrinks, so compare corpora of the
+same size (the bootstrap subset).
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 from workflow_scripts.diversity.base import MetricResult
 from workflow_scripts.diversity.hashsets import DistinctHashes
-from workflow_scripts.diversity.tokens import TokenBatch
+from workflow_scripts.diversity.tokens import U64, TokenBatch, stream_ngram_hashes
 
 
 class NgramDiversity:
     name = "ngram_diversity"
 
-    def __init__(self, max_n: int = 4) -> None:
+    def __init__(self, max_n: int = 4, scope: str = "corpus") -> None:
         if max_n < 1:
             raise ValueError(f"max_n must be >= 1, got {max_n}")
-        self.max_n = max_n
+        if scope not in ("corpus", "document"):
+            raise ValueError(f"scope must be 'corpus' or 'document', got {scope!r}")
+        self.max_n, self.scope = max_n, scope
         self.distinct = [DistinctHashes() for _ in range(max_n)]
         self.totals = [0] * max_n
+        self.tail = np.empty(0, U64)  # corpus scope: the last max_n - 1 tokens of the stream so far
 
     def update(self, batch: TokenBatch, texts: Sequence[str]) -> None:
+        stream = np.concatenate([self.tail, batch.hashes]) if self.scope == "corpus" else None
         for n in range(1, self.max_n + 1):
-            grams, _ = batch.ngram_hashes(n)
+            if stream is None:
+                grams, _ = batch.ngram_hashes(n)
+            else:  # only the n-grams that end in this batch: the others were counted before
+                grams = stream_ngram_hashes(stream, n)[max(0, len(self.tail) - n + 1):]
             self.totals[n - 1] += len(grams)
             self.distinct[n - 1].add(grams)
+        if stream is not None:
+            self.tail = stream[len(stream) - min(len(stream), self.max_n - 1):]
 
     def result(self) -> MetricResult:
         ratios = {}
@@ -38,6 +50,7 @@ class NgramDiversity:
             ratios[n] = len(self.distinct[n - 1]) / total if total else 0.0
         return MetricResult(sum(ratios.values()), {
             "max_n": self.max_n,
+            "scope": self.scope,
             "ratio_per_n": {str(n): r for n, r in ratios.items()},
             "distinct_per_n": {str(n): len(self.distinct[n - 1]) for n in ratios},
             "total_per_n": {str(n): self.totals[n - 1] for n in ratios},

@@ -83,7 +83,8 @@ def lexical_pass(corpus: Corpus, options: LexicalConfig, tokenizer_spec: str, na
 
     tokenizer = load_tokenizer(tokenizer_spec)
     scorers = {seed: LexicalScorer(names, tokenizer, ngram_max_n=options.ngram_max_n,
-                                   self_repetition_n=options.self_repetition_n, gzip_level=options.gzip_level)
+                                   self_repetition_n=options.self_repetition_n, gzip_level=options.gzip_level,
+                                   ngram_scope=options.ngram_scope, self_repetition=options.self_repetition)
                for seed in subsets}
     first = next(iter(scorers.values()))
     batches = corpus.batches(options.batch_bytes)

@@ -1,11 +1,13 @@
-"""Self-repetition: mean over texts of log(1 + number of the text's distinct n-grams (n = 4) that
-also occur in at least one other text). Higher = more repetitive (less diverse).
+"""Self-repetition (Shaib et al.'s code, which the paper cites; PAPER.md section 4): per text,
+log(1 + the sum, over the text's distinct n-grams (n = 4), of the number of OTHER texts that contain
+that n-gram), averaged over texts. Higher = more repetitive (less diverse). Texts shorter than n tokens
+count with log(1 + 0) = 0.
 
-This is the definition of the paper (PAPER.md section 4). Shaib et al.'s package instead sums, over a
-text's distinct n-grams, the number of other texts containing each; both agree on texts that share
-nothing and rank corpora alike, but only ours can be computed in one pass with memory bounded by the
-distinct n-grams: we keep, per distinct n-gram hash, its first document and whether a second
-document contains it. Texts shorter than n tokens count with log(1 + 0) = 0.
+``variant="shaib"`` (default) keeps every distinct (n-gram, text) pair until the end (about 12 bytes a
+pair: a 1M-text subset of 500-token texts needs ~6 GB). ``variant="shared_ngrams"`` is the earlier
+definition of this project: log(1 + the number of the text's distinct n-grams found in any other text);
+it ranks corpora alike and needs memory only per distinct n-gram (its first text and whether a second
+one has it).
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ _DOC_BITS = 20  # documents per batch are packed into the low bits of a sort key
 class SelfRepetition:
     name = "self_repetition"
 
-    def __init__(self, n: int = 4) -> None:
-        self.n = n
+    def __init__(self, n: int = 4, variant: str = "shaib") -> None:
+        if variant not in ("shaib", "shared_ngrams"):
+            raise ValueError(f"variant must be 'shaib' or 'shared_ngrams', got {variant!r}")
+        self.n, self.variant = n, variant
         self.frequencies = DocumentFrequencies()
         self.distinct_per_doc: list[np.ndarray] = []
+        self.pairs: list[tuple[np.ndarray, np.ndarray]] = []  # shaib: (n-gram, text) of each distinct pair
         self.documents = 0
 
     def update(self, batch: TokenBatch, texts: Sequence[str]) -> None:
@@ -51,19 +56,33 @@ class SelfRepetition:
         pair_doc = (keys & ((np.uint64(1) << bits) - np.uint64(1))).astype(np.int64)
         gram = keys >> bits
         self.distinct_per_doc.append(np.bincount(pair_doc, minlength=batch.n_docs).astype(np.int32))
+        if self.variant == "shaib":
+            self.pairs.append((gram, (pair_doc + self.documents).astype(np.int32)))
         starts = group_starts(gram)
         sizes = np.diff(np.append(starts, len(gram)))
         self.frequencies.add(gram[starts], pair_doc[starts] + self.documents, sizes > 1)
         self.documents += batch.n_docs
+
+    def _other_texts_per_text(self) -> np.ndarray:
+        """Per text: the sum over its distinct n-grams of (texts containing the n-gram - 1)."""
+        grams = np.concatenate([g for g, _ in self.pairs])
+        docs = np.concatenate([d for _, d in self.pairs])
+        order = np.argsort(grams, kind="stable")
+        grams, docs = grams[order], docs[order]
+        starts = group_starts(grams)
+        sizes = np.diff(np.append(starts, len(grams)))
+        others = np.repeat(sizes - 1, sizes)  # each pair: how many other texts share its n-gram
+        return np.bincount(docs, weights=others, minlength=self.documents)
 
     def result(self) -> MetricResult:
         if not self.documents:
             return MetricResult(0.0, {"documents": 0, "n": self.n})
         distinct = np.concatenate(self.distinct_per_doc).astype(np.int64)
         shared = distinct - self.frequencies.single_document_counts(self.documents)
-        scores = np.log1p(shared)
+        scores = np.log1p(self._other_texts_per_text() if self.variant == "shaib" else shared)
         return MetricResult(float(scores.mean()), {
             "n": self.n,
+            "variant": self.variant,
             "documents": self.documents,
             "distinct_ngrams": len(self.frequencies),
             "documents_sharing_any": int((shared > 0).sum()),

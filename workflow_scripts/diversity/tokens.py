@@ -100,6 +100,19 @@ class TokenBatch:
         return grams, doc[starts]
 
 
+def stream_ngram_hashes(hashes: np.ndarray, n: int) -> np.ndarray:
+    """Hashes of every n-gram of one token stream (document boundaries ignored), as for one document."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if len(hashes) < n:
+        return np.empty(0, U64)
+    count = len(hashes) - n + 1
+    grams = hashes[:count].copy()
+    for k in range(1, n):
+        grams = splitmix64(grams * _NGRAM_MUL + hashes[k:k + count])
+    return grams
+
+
 class Tokenizer(Protocol):
     name: str
 
