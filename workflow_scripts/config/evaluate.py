@@ -18,7 +18,8 @@ from pydantic import Field, model_validator
 from workflow_scripts.config.base import Name, Section
 
 # The paper's protocol: zero-shot, acc_norm for ARC-Challenge and HellaSwag, acc for the others.
-PAPER_TASKS = ("arc_challenge", "arc_easy", "boolq", "siqa", "winogrande", "piqa", "copa", "hellaswag")
+# lm-eval 0.4.13's names of the paper's tasks (its SIQA is `social_iqa`; there is no task `siqa`)
+PAPER_TASKS = ("arc_challenge", "arc_easy", "boolq", "social_iqa", "winogrande", "piqa", "copa", "hellaswag")
 PAPER_METRICS = {
     task: ("acc_norm" if task in ("arc_challenge", "hellaswag") else "acc") for task in PAPER_TASKS
 }

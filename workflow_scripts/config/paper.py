@@ -9,7 +9,7 @@ from __future__ import annotations
 
 SIZES = ("350M", "1.4B")
 STAGES = ("pt", "sft")
-PAPER_TASKS = ("arc_challenge", "arc_easy", "boolq", "siqa", "winogrande", "piqa", "copa", "hellaswag")
+PAPER_TASKS = ("arc_challenge", "arc_easy", "boolq", "social_iqa", "winogrande", "piqa", "copa", "hellaswag")  # lm-eval names
 
 TABLE6_CELLS = tuple(f"T={t},G={g}" for t in ("100K", "300K") for g in (10, 20, 30))
 TABLE7_CELLS = (
