@@ -105,3 +105,21 @@ def test_unreadable_files_fail_clearly(tmp_path):
     bad.write_text("seed: [1,\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_a_request_that_cannot_fit_its_models_context_is_refused_with_the_numbers():
+    raw = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
+    raw["diversity"]["cluster_agent"]["max_sample_chars"] = 4000  # K=10 samples of ~1000 tokens for an 8K gpt-4
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, "configs/paper.yaml")
+    message = str(caught.value)
+    assert "diversity.cluster_agent: cluster_agent requests to 'gpt-4'" in message
+    assert "+ max_new_tokens 2048 = 12548, more than its context_window 8192" in message
+
+
+def test_paper_api_models_are_pinned_snapshots_with_a_structured_output_mode_they_accept():
+    models = load_config(REPO / "configs" / "paper.yaml").models
+    api = {name: spec for name, spec in models.items() if spec.backend == "openai"}
+    assert api and all(spec.revision and spec.context_window for spec in api.values())
+    assert models["gpt-4"].structured_output == models["gpt-35-turbo"].structured_output == "json_object"
+    assert models["gpt-4o"].path == "gpt-4o-2024-08-06" and models["gpt-4o"].structured_output == "json_schema"

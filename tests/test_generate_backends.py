@@ -203,3 +203,33 @@ def test_vllm_backend_maps_onto_the_documented_offline_api(monkeypatch, tmp_path
     [params] = calls["chat"][1]
     assert params.kwargs["seed"] == 9 and params.kwargs["max_tokens"] == 64 and params.kwargs["top_p"] == 0.9
     assert params.kwargs["structured_outputs"].json == schema
+
+
+def _openai(mode):
+    from workflow_scripts.llm.backends.openai_http import OpenAIBackend
+
+    return OpenAIBackend("gpt-4-0613", "0613", BackendOptions(base_url="http://127.0.0.1:9/v1"), mode)
+
+
+def test_openai_structured_output_modes_shape_the_request():
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    request = LLMRequest(messages=[{"role": "user", "content": "Answer in JSON."}], json_schema=schema)
+    assert _openai("json_schema")._body(request)["response_format"]["type"] == "json_schema"
+    assert _openai("json_object")._body(request)["response_format"] == {"type": "json_object"}
+    assert "response_format" not in _openai("none")._body(request)
+
+
+def test_json_mode_without_the_word_json_is_refused_before_any_call():
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    backend = _openai("json_object")
+    [answer] = backend.generate([LLMRequest(messages=[{"role": "user", "content": "Say hi."}], json_schema=schema)])
+    assert answer.finish_reason == "error" and "needs the word 'JSON'" in answer.error and backend.http_calls == 0
+
+
+def test_fenced_json_from_a_plain_text_model_is_parsed_and_validated():
+    from workflow_scripts.llm.types import parse_json_output
+
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    assert parse_json_output('```json\n{"a": "x"}\n```', schema) == ({"a": "x"}, None)
+    value, error = parse_json_output('```\n{"b": 1}\n```', schema)
+    assert value is None and "does not match the schema" in error

@@ -50,6 +50,13 @@ class ModelSpec(Section):
                              f"model shipped in a PyPI package: {', '.join('builtin:' + n for n in BUILTIN_MODELS)})")
     revision: str | None = None
     backend: Literal["transformers", "vllm", "openai"] = "transformers"
+    structured_output: Literal["json_schema", "json_object", "none"] = Field(
+        "json_schema", description="openai backend: how the endpoint is asked for JSON. json_schema: "
+        "response_format json_schema (gpt-4o-2024-08-06 and later); json_object: JSON mode (gpt-4-turbo, "
+        "gpt-3.5-turbo-0125 ...; the messages must say 'JSON'); none: plain text. The answer is validated against "
+        "the schema in every mode, and an invalid one is retried like any other")
+    context_window: int | None = Field(None, gt=0, description="tokens the model takes (prompt + completion); "
+                                       "stages refuse requests that cannot fit")
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelSpec":
@@ -245,6 +252,48 @@ class ResourcesConfig(Section):
 # --- root -------------------------------------------------------------------------------------------------
 
 
+CHARS_PER_TOKEN = 4  # English text; the estimate a context check can make before any tokenizer is loaded
+# Characters of each request's fixed wording (instructions, labels), measured on this project's prompts.
+PROMPT_OVERHEAD_CHARS = {"generate": 2500, "topic_extraction": 700, "cluster_agent": 2000}
+
+
+def _fit(stage: str, where: str, model: str, spec: ModelSpec, prompt_chars: int, max_new_tokens: int) -> str | None:
+    if spec.context_window is None:
+        return None
+    prompt = prompt_chars // CHARS_PER_TOKEN
+    if prompt + max_new_tokens <= spec.context_window:
+        return None
+    return (f"{where}: {stage} requests to {model!r} need about {prompt} prompt tokens ({prompt_chars} characters "
+            f"at {CHARS_PER_TOKEN} a token) + max_new_tokens {max_new_tokens} = {prompt + max_new_tokens}, more "
+            f"than its context_window {spec.context_window}")
+
+
+def check_context_windows(config: "PipelineConfig") -> None:
+    """Refuse, at plan time, requests that cannot fit their model's context (estimated from the configured
+    lengths, before any tokenizer is loaded): the API would answer HTTP 400 after the run had started."""
+    problems = []
+    generation = config.generate
+    for name, experiment in config.experiments.items():
+        if experiment.synthetic is None:
+            continue
+        model = experiment.synthetic.generator
+        problems.append(_fit("generate", f"experiments.{name}", model, config.models[model],
+                             PROMPT_OVERHEAD_CHARS["generate"], generation.decoding_for(model).max_new_tokens))
+    extraction = generation.topic_extraction
+    if config.topics.extract_from_corpus and extraction.model in config.models:
+        problems.append(_fit("topic_extraction", "generate.topic_extraction", extraction.model,
+                             config.models[extraction.model], PROMPT_OVERHEAD_CHARS["topic_extraction"]
+                             + extraction.max_page_chars, extraction.decoding.max_new_tokens))
+    agent = config.diversity.cluster_agent
+    if "cluster_agent" in config.diversity.metrics and agent.judge in config.models:
+        samples = (1 if agent.clustering_answer == "labels" else max(agent.K, agent.J)) * agent.max_sample_chars
+        problems.append(_fit("cluster_agent", "diversity.cluster_agent", agent.judge, config.models[agent.judge],
+                             PROMPT_OVERHEAD_CHARS["cluster_agent"] + samples, agent.decoding.max_new_tokens))
+    problems = [p for p in problems if p]
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 class PipelineConfig(Section):
     data_root: str = Field("data", description="where every artifact is written (DVC-tracked)")
     seed: int = 1234
@@ -281,6 +330,7 @@ class PipelineConfig(Section):
         if unknown:
             raise ValueError(f"generate.models: {unknown} are not in 'models' (known: {sorted(self.models)})")
         check_diversity_references(self.diversity, self.models)
+        check_context_windows(self)
         check_sft_references(self)
         check_report_references(self)
         return self

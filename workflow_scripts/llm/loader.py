@@ -95,7 +95,8 @@ def load_backend(spec: "ModelSpec", local_models_dir: Path | str | None = None,
             raise ValueError("the openai backend serves a model by name: give 'path' (the served model id)")
         from workflow_scripts.llm.backends.openai_http import OpenAIBackend
 
-        return OpenAIBackend(model=spec.path or "", revision=spec.revision, options=options)
+        return OpenAIBackend(model=spec.path or "", revision=spec.revision, options=options,
+                             structured_output=spec.structured_output)
     source = resolve_model_source(spec, local_models_dir)
     if spec.backend == "transformers":
         from workflow_scripts.llm.backends.hf import HFBackend

@@ -126,6 +126,11 @@ def parse_json_output(text: str, schema: dict[str, Any] | None) -> tuple[Any | N
 
     ``strict=False`` accepts raw control characters inside strings, which some grammar engines emit.
     """
+    stripped = text.strip()
+    if stripped.startswith("```"):  # models without constrained decoding often fence their JSON
+        stripped = stripped.split("\n", 1)[1] if "\n" in stripped else ""
+        stripped = stripped.rsplit("```", 1)[0]
+        text = stripped
     try:
         value = json.loads(text, strict=False)
     except json.JSONDecodeError as error:

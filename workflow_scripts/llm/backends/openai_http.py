@@ -38,10 +38,13 @@ class _Retryable(Exception):
 
 class OpenAIBackend:
     def __init__(self, model: str, revision: str | None = None,
-                 options: BackendOptions = BackendOptions()) -> None:
+                 options: BackendOptions = BackendOptions(), structured_output: str = "json_schema") -> None:
         if not model:
             raise ValueError("the openai backend needs the served model name in 'path'")
+        if structured_output not in ("json_schema", "json_object", "none"):
+            raise ValueError(f"structured_output must be json_schema, json_object or none, got {structured_output!r}")
         self.model = model
+        self.structured_output = structured_output
         self.revision = revision
         self.options = options
         self.url = options.base_url.rstrip("/") + "/chat/completions"
@@ -80,15 +83,28 @@ class OpenAIBackend:
             body["seed"] = int(request.seed) % (2**63)
         if request.repetition_penalty != 1:
             body["repetition_penalty"] = request.repetition_penalty  # vLLM's extension; OpenAI refuses it
-        if request.json_schema is not None:
+        if request.json_schema is not None and self.structured_output == "json_schema":
             body["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "document", "schema": request.json_schema,
                                 "strict": self.options.strict_schema},
             }
+        elif request.json_schema is not None and self.structured_output == "json_object":
+            body["response_format"] = {"type": "json_object"}
         return body
 
+    def _refusal(self, request: LLMRequest) -> str | None:
+        """Why a request cannot be sent as it is (the endpoint would answer HTTP 400), else None."""
+        if (request.json_schema is not None and self.structured_output == "json_object"
+                and not any("json" in m["content"].lower() for m in request.messages)):
+            return (f"{self.model}: JSON mode (structured_output: json_object) needs the word 'JSON' in the "
+                    "messages, and this request's prompt has none")
+        return None
+
     def _one(self, request: LLMRequest) -> LLMResponse:
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return LLMResponse(text="", finish_reason="error", error=refusal)
         data = json.dumps(self._body(request)).encode()
         headers = {"Content-Type": "application/json"}
         if self._api_key:
