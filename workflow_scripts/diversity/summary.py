@@ -65,12 +65,30 @@ def _cell(value: float | None, std: float | None) -> str:
 
 
 LOCAL_MODELS_NOTE = (
-    "\n**Scale.** The judge and scorer models here are tiny, randomly initialised local models (the default "
-    "configuration): these scores show that the machinery works, not the paper's science.\n"
+    "\n**Scale.** The judge and scorer models here are tiny, randomly initialised local models: these scores "
+    "show that the machinery works, not the paper's science.\n"
 )
 
 
-def markdown(table: pl.DataFrame, local_models: bool = False) -> str:
+REAL_MODELS_NOTE = (
+    "\n**Models.** {roles}. These are real measurements of the generated text by these models; at a scale "
+    "other than the paper's, compare the experiments with each other, not with the paper's numbers.\n"
+)
+
+
+def models_note(config) -> str:
+    """What the scores can mean, from the models behind them: random local models, or real ones."""
+    roles = config.diversity.model_names()
+    if any(config.models[name].local is not None for name in roles.values()):
+        return LOCAL_MODELS_NOTE
+    if not roles:
+        return ""
+    described = [f"{role}: `{name}` ({config.models[name].path})" for role, name in roles.items()]
+    return REAL_MODELS_NOTE.format(roles="; ".join(described))
+
+
+def markdown(table: pl.DataFrame, note_on_models: str = "") -> str:
+    """The experiments x metrics table; ``note_on_models`` (see :func:`models_note`) goes under it."""
     metrics = [m for m in METRICS if m in set(table["metric"])]
     metrics += sorted(set(table["metric"]) - set(metrics))
     experiments = list(dict.fromkeys(table["experiment"]))
@@ -81,7 +99,7 @@ def markdown(table: pl.DataFrame, local_models: bool = False) -> str:
     seeds = sorted(set(table["seeds"].drop_nulls().to_list()))
     note = (f"\nValues: mean over bootstrap seeds ± sample standard deviation (seeds per cell: "
             f"{', '.join(map(str, seeds))}).\n")
-    return "# Diversity metrics\n\n" + "\n".join(lines) + "\n" + note + (LOCAL_MODELS_NOTE if local_models else "")
+    return "# Diversity metrics\n\n" + "\n".join(lines) + "\n" + note + note_on_models
 
 
 def run(args: argparse.Namespace) -> None:
@@ -93,9 +111,7 @@ def run(args: argparse.Namespace) -> None:
     identity = job_identity(config, SUMMARY_STAGE, inputs=inputs)
     with build_artifact(args.out, identity=identity, inputs=inputs) as artifact:
         table.write_parquet(artifact.path / "summary.parquet")
-        roles = config.diversity.model_names().values()
-        local = any(config.models[name].local is not None for name in roles)
-        (artifact.path / "summary.md").write_text(markdown(table, local_models=local))
+        (artifact.path / "summary.md").write_text(markdown(table, models_note(config)))
         artifact.counts.update(experiments=table["experiment"].n_unique(), rows=table.height)
         artifact.info["experiments"] = sorted(set(table["experiment"]))
 
