@@ -11,7 +11,7 @@ from workflow_scripts.config.generate import BackendOptions, PromptConfig, Schem
 from workflow_scripts.diversity.cluster_agent import schemas
 from workflow_scripts.config.diversity import StringBounds
 from workflow_scripts.generate.templates import Topic, document_schema, plan_generation
-from workflow_scripts.llm.form import FormError, assemble, clean_text_value, form_fields, form_text
+from workflow_scripts.llm.form import FormError, assemble, clean_text_value, form_fields
 from workflow_scripts.llm.loader import load_backend
 from workflow_scripts.llm.types import LLMRequest
 
@@ -38,13 +38,6 @@ def test_assembled_values_make_a_schema_valid_document():
     assert document["options"] == ["speed", "colour", "heat", "mass"]
     with pytest.raises(FormError, match="more values"):
         assemble(schema, values + ["extra"])
-
-
-def test_form_text_fills_an_example_or_shows_hints():
-    schema = {"type": "object", "properties": {"label": {"type": "string", "title": "Topic"},
-                                               "ok": {"type": "integer", "enum": [0, 1]}}}
-    assert form_text(schema, {"label": "Rivers", "ok": 1}) == "Topic: Rivers\nOk: 1"
-    assert form_text(schema) == "Topic: <...>\nOk: <0 or 1>"
 
 
 def test_cluster_agent_schemas_are_forms_with_unique_labels():

@@ -31,6 +31,7 @@ from workflow_scripts.core.hashing import hash_value
 from workflow_scripts.core.identity import job_identity
 from workflow_scripts.llm.cache import CachedBackend, RequestCache
 from workflow_scripts.llm.loader import LazyBackend
+from workflow_scripts.llm.form import prompt_layout
 from workflow_scripts.llm.types import LLMBackend, LLMRequest
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ def run(args: argparse.Namespace) -> None:
     identity = job_identity(config, STAGE, inputs=inputs)
     with RequestCache(args.cache) as cache, build_artifact(args.out, identity=identity, inputs=inputs) as artifact:
         cached = CachedBackend(backend, cache)
-        layout = "form" if generation.backend_for(model).structured_output == "form" else "json"
+        layout = prompt_layout(generation.backend_for(model))
         result = extract_topics(pages, cached, extraction, global_seed=config.seed,
                                 max_attempts=generation.max_attempts, layout=layout)
         (artifact.path / "topics.json").write_text(json.dumps(result.topics, indent=1, ensure_ascii=False) + "\n")

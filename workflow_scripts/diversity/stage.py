@@ -86,9 +86,10 @@ EXAMPLES_FILE = "examples.json"
 
 def write_examples(directory: Path, corpus, count: int = 2, max_chars: int = 1500) -> None:
     """The first texts of the scored corpus, so a report can show what was measured."""
-    import itertools
+    import numpy as np
 
-    texts = [t[:max_chars] for t in itertools.islice(corpus._iter_texts(), count)]
+    found = corpus.texts_at(np.arange(min(count, len(corpus))), max_chars)
+    texts = [found[i] for i in sorted(found)]
     (directory / EXAMPLES_FILE).write_text(json.dumps(texts, indent=1, ensure_ascii=False) + "\n")
 
 

@@ -83,7 +83,7 @@ def models_note(config) -> str:
         return LOCAL_MODELS_NOTE
     if not roles:
         return ""
-    described = [f"{role}: `{name}` ({config.models[name].path})" for role, name in roles.items()]
+    described = [f"{role}: `{name}`, {config.models[name].describe()}" for role, name in roles.items()]
     return REAL_MODELS_NOTE.format(roles="; ".join(described))
 
 

@@ -41,6 +41,7 @@ from workflow_scripts.generate.templates import (
 )
 from workflow_scripts.llm.cache import CachedBackend, RequestCache, request_key
 from workflow_scripts.llm.loader import LazyBackend
+from workflow_scripts.llm.form import prompt_layout
 from workflow_scripts.llm.types import LLMBackend, LLMRequest, LLMResponse
 
 log = logging.getLogger(__name__)
@@ -226,7 +227,7 @@ def generate_experiment(
     if spec.template in ("topic_styles_persona", "multi_topic_styles_persona"):
         personas = load_personas(generation.prompts.personas_path)
     bounds = generation.json_schema
-    layout = "form" if generation.backend_for(spec.generator).structured_output == "form" else "json"
+    layout = prompt_layout(generation.backend_for(spec.generator))
     if bounds.string_mode == "pattern":
         longest = max_document_chars(bounds, generation.prompts.personas_per_prompt if personas else 0)
         if decoding.max_new_tokens < longest:

@@ -23,7 +23,6 @@ from typing import Any, Sequence
 from workflow_scripts.config.generate import PromptConfig, SchemaBounds
 from workflow_scripts.core.artifacts import InputError
 from workflow_scripts.core.hashing import hash_value
-from workflow_scripts.llm.form import form_text
 
 TEMPLATES = ("topic", "topic_styles", "topic_styles_persona", "multi_topic_styles_persona")
 ANSWER_LABELS = ("A", "B", "C", "D")
@@ -62,41 +61,14 @@ _TASK = (
 )
 _FORMAT = "Reply with JSON only, shaped like this:\n{shape}"
 
-# The form layout (``structured_output: form``, for small local models): short instructions and one
-# worked example, on a topic no prompt asks about, filled into the same form the decoder will write.
+# The form layout (``structured_output: form``, for small local models): short instructions, the topic
+# last, no JSON and no form shown (the backend writes the form's labels itself).
 FORM_SYSTEM_PROMPT = "You write short, clear and correct teaching texts. You fill in forms line by line."
 _FORM_TASK = (
     "Fill in the form: {n_passages} passages, each one going a step deeper than the one before; then one "
     "question about the passages with four options, the letter of the correct option, and a short "
     "explanation. Write about the topic and use its keywords."
 )
-FORM_EXAMPLE = {
-    "audience": 1,
-    "passages": [
-        {"nuance": "what a lever is",
-         "passage": "A lever is a stiff bar that turns around a fixed point called the fulcrum. Pushing down on "
-                    "one end lifts a load at the other end."},
-        {"nuance": "why a lever saves effort",
-         "passage": "The farther from the fulcrum you push, the less force you need. A long handle trades a "
-                    "longer push for a smaller effort."},
-        {"nuance": "the three classes of levers",
-         "passage": "Levers are sorted by where the fulcrum, the load and the effort sit. A seesaw, a "
-                    "wheelbarrow and a pair of tweezers each put them in a different order."},
-        {"nuance": "levers in the body",
-         "passage": "Your forearm is a lever too: the elbow is the fulcrum and the biceps pulls close to it, "
-                    "so the hand moves far and fast."},
-        {"nuance": "the law of the lever",
-         "passage": "Effort times its distance to the fulcrum equals load times its distance. Double the "
-                    "distance and you halve the effort."},
-    ],
-    "question": "Why does a longer handle make a lever easier to push?",
-    "options": ["It makes the load lighter", "It lets a smaller force do the same work over a longer push",
-                "It moves the fulcrum", "It removes friction"],
-    "answer": "B",
-    "explanation": "The effort times its distance to the fulcrum must balance the load. A longer handle "
-                   "increases the distance, so less force is needed. That is option B.",
-}
-FORM_EXAMPLE_TOPIC = "Physics > Simple machines > Levers (keywords: fulcrum, load, effort, force)"
 
 
 @dataclass(frozen=True)
@@ -222,14 +194,6 @@ def _n_passages(bounds: SchemaBounds) -> str:
     return f"between {bounds.min_passages} and {bounds.max_passages}"
 
 
-def _form_example(bounds: SchemaBounds, n_personas: int) -> str:
-    example = dict(FORM_EXAMPLE)
-    if not n_personas:
-        example.pop("audience")
-    example["passages"] = FORM_EXAMPLE["passages"][:bounds.min_passages]
-    return form_text(document_schema(bounds, n_personas), example)
-
-
 def build_user_prompt(plan: GenerationPlan, prompts: PromptConfig, bounds: SchemaBounds,
                       layout: str = "json") -> str:
     if layout == "form":
@@ -259,7 +223,7 @@ def build_user_prompt(plan: GenerationPlan, prompts: PromptConfig, bounds: Schem
 
 
 def build_form_prompt(plan: GenerationPlan, prompts: PromptConfig, bounds: SchemaBounds) -> str:
-    """The same request as :func:`build_user_prompt`, in few words and with a worked example."""
+    """The same request as :func:`build_user_prompt`, in few words, the topic last."""
     guide = TEXTBOOK_GUIDE if plan.style is None else STYLE_GUIDES[plan.style]
     parts = []
     if plan.personas:

@@ -6,8 +6,8 @@ schema's fixed parts itself (the labels, one per line) and lets the model write 
 text up to the end of the line for strings, one of the listed choices for enums. The values are then
 assembled into the JSON document the schema describes, and validated like any other answer.
 
-:func:`form_fields` turns a schema into its fields, in document order; :func:`form_text` renders the form
-for a prompt (so the prompt and the decoder agree on the layout); :func:`assemble` builds the document.
+:func:`form_fields` turns a schema into its fields, in document order; :func:`assemble` builds the document.
+The prompts of form models do not show the form: a 135M model copies any placeholder it is shown.
 
 Supported schemas: objects with fixed properties, arrays (``minItems`` items are asked for), strings
 (bounded by ``maxLength`` or a ``{1,N}`` pattern), enums (of strings, integers or booleans) and booleans.
@@ -23,6 +23,11 @@ from typing import Any, Iterator, Literal
 
 _PATTERN_BOUND = re.compile(r"\{(\d+),(\d+)\}\$?$")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def prompt_layout(options: Any) -> str:
+    """How a request to a backend with these options is worded: "form" or "json"."""
+    return "form" if getattr(options, "structured_output", "grammar") == "form" else "json"
 
 
 class FormError(ValueError):
@@ -121,30 +126,6 @@ def form_fields(schema: dict[str, Any]) -> list[FormField]:
         duplicate = next(label for label in labels if labels.count(label) > 1)
         raise FormError(f"two fields of the form share the label {duplicate!r}: give the schema titles")
     return fields
-
-
-def form_text(schema: dict[str, Any], example: dict[str, Any] | None = None) -> str:
-    """The form as prompt text: ``Label: <hint>`` lines, or the lines of ``example`` filled in."""
-    fields = form_fields(schema)
-    if example is not None:
-        values = [_as_text(v) for v in _leaves(schema, example)]
-        return "\n".join(f"{f.label}: {v}" for f, v in zip(fields, values))
-    lines = []
-    for field in fields:
-        hint = " or ".join(field.choice_texts) if field.kind == "choice" else (field.hint or "...")
-        lines.append(f"{field.label}: <{hint}>")
-    return "\n".join(lines)
-
-
-def _leaves(schema: dict[str, Any], value: Any) -> Iterator[Any]:
-    if "enum" in schema or schema.get("type") in ("string", "boolean"):
-        yield value
-    elif schema.get("type") == "object":
-        for name, child in schema["properties"].items():
-            yield from _leaves(child, value[name])
-    elif schema.get("type") == "array":
-        for item in value[:_count(schema)]:
-            yield from _leaves(schema["items"], item)
 
 
 def assemble(schema: dict[str, Any], values: list[Any]) -> Any:

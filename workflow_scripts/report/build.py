@@ -95,12 +95,7 @@ def scale_statement(records: list[collect.EvalRecord], report: ReportConfig) -> 
 def _model_kind(config: Any, name: str | None) -> str:
     if name is None or name not in config.models:
         return "none"
-    spec = config.models[name]
-    if spec.builtin is not None:
-        return f"`{name}`: a real pre-trained model ({spec.path}, shipped on PyPI)"
-    if spec.local is not None:
-        return f"`{name}`: a tiny randomly initialised model built here (its outputs are noise)"
-    return f"`{name}`: {spec.path} ({spec.backend})"
+    return f"`{name}`: {config.models[name].describe()}"
 
 
 def llm_output_section(rates: pl.DataFrame | None, examples: dict[str, list[str]] | None) -> list[str]:

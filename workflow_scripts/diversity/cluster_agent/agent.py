@@ -33,6 +33,7 @@ from workflow_scripts.config.diversity import ClusterAgentConfig
 from workflow_scripts.core.hashing import hash_value
 from workflow_scripts.diversity.cluster_agent import prompts, schemas
 from workflow_scripts.diversity.cluster_agent.prompts import Criteria, Item
+from workflow_scripts.llm.form import prompt_layout
 from workflow_scripts.llm.types import LLMBackend, LLMRequest, LLMResponse
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ class ClusterAgent:
         self.config = config
         self.progress = progress
         self.usage = {stage: StageUsage() for stage in STAGES}
-        self.layout = "form" if config.backend.structured_output == "form" else "json"
+        self.layout = prompt_layout(config.backend)
 
     # --- calling the judge --------------------------------------------------------------------------------
 
@@ -277,40 +278,36 @@ class ClusterAgent:
         config = self.config
         cut = config.max_sample_chars
         labels = sample_labels(config.K)
-        jobs, shown = [], []
-        for plan in plans:
-            crit = criteria[plan.seed]
-            schema = schemas.clustering_schema(labels, len(crit.metadata), len(crit.metrics), config.strings)
-            for r, sample in enumerate(plan.clustering_samples):
-                sample_texts = [texts[int(i)][:cut] for i in sample]
-                shown.append(sample_texts)
-                jobs.append(Job((plan.seed, r), prompts.clustering_prompt(crit, labels, sample_texts, self.layout),
-                                schema))
+        keys = [(plan.seed, r) for plan in plans for r in range(len(plan.clustering_samples))]
+        shown = [[texts[int(i)][:cut] for i in sample] for plan in plans for sample in plan.clustering_samples]
         if config.clustering_answer == "labels":
             clustering = self._label_rounds(plans, texts, labels)
         else:
-            clustering = self._run_jobs("clustering", jobs)
+            schemas_by_seed = {seed: schemas.clustering_schema(labels, len(c.metadata), len(c.metrics), config.strings)
+                               for seed, c in criteria.items()}
+            clustering = self._run_jobs("clustering", [
+                Job(key, prompts.clustering_prompt(criteria[key[0]], labels, sample_texts, self.layout),
+                    schemas_by_seed[key[0]]) for key, sample_texts in zip(keys, shown)])
 
         verify_jobs, verify_rounds = [], []
         if config.verification:
-            for index, (job, answer) in enumerate(zip(jobs, clustering)):
+            for index, (key, answer) in enumerate(zip(keys, clustering)):
                 if answer.value is None:
                     continue
                 clusters = answer.value["clusters"]
                 to_check = [f"C{c}" for c, cl in enumerate(clusters, 1) if len(set(cl["members"])) > 1]
                 if not to_check:
                     continue
-                seed = job.key[0]
+                seed = key[0]
                 listing = [(f"C{c}", cl["members"], cl["uniqueness"]) for c, cl in enumerate(clusters, 1)]
-                verify_jobs.append(Job(job.key, prompts.verification_prompt(
+                verify_jobs.append(Job(key, prompts.verification_prompt(
                     criteria[seed], labels, shown[index], listing, to_check, self.layout),
                     schemas.verification_schema(to_check, config.strings)))
                 verify_rounds.append(index)
         verification = dict(zip(verify_rounds, self._run_jobs("verification", verify_jobs)))
 
         rows = []
-        for index, (job, answer) in enumerate(zip(jobs, clustering)):
-            seed, round_ = job.key
+        for index, ((seed, round_), answer) in enumerate(zip(keys, clustering)):
             plan = next(p for p in plans if p.seed == seed)
             rows.append(_record(seed, round_, plan.clustering_samples[round_], labels, answer,
                                 verification.get(index), config.verification, criteria[seed]))

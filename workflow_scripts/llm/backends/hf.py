@@ -200,10 +200,14 @@ class HFBackend:
         return self._indexes[key]
 
     def _lines_end(self) -> set[int]:
-        """Tokens whose text holds a line break (they end a form value)."""
+        """Tokens whose text holds a line break (they end a form value); their index tensors with it."""
         if self._newline_ids is None:
+            import torch
+
             vocab = self.tokenizer.get_vocab()
             self._newline_ids = {i for i in vocab.values() if "\n" in self.tokenizer.decode([i])}
+            self._newline_index = torch.tensor(sorted(self._newline_ids), dtype=torch.long, device=self.device)
+            self._eos_index = torch.tensor(sorted(self.eos_ids), dtype=torch.long, device=self.device)
         return self._newline_ids
 
     def _encode(self, text: str) -> list[int]:
@@ -385,16 +389,14 @@ class HFBackend:
             if not isinstance(form, _FormRow):
                 continue
             rule = form.allowed()
-            # end of text only once the last value has begun; before that the form goes on
-            ends = form.last_field and not form.forced and form.started
-            banned = set() if ends else set(self.eos_ids)
             if rule is not None and rule[0] == "only":
                 keep = torch.full((vocab,), float("-inf"), device=logits.device)
                 keep[list(rule[1])] = 0.0
                 logits[p] = logits[p] + keep
                 continue
-            if rule is not None:
-                banned |= rule[1]
-            if banned:
-                logits[p, list(banned)] = float("-inf")
+            if rule is not None:  # ("not", line breaks): the value has not begun
+                logits[p, self._newline_index] = float("-inf")
+            # end of text only once the last value has begun; before that the form goes on
+            if not (form.last_field and form.started):
+                logits[p, self._eos_index] = float("-inf")
         return logits
