@@ -31,6 +31,7 @@ from typing import Any
 import polars as pl
 
 from workflow_scripts.config.evaluate import EvaluationConfig
+from workflow_scripts.config.generate import extraction_model
 from workflow_scripts.config.paper import RATIO_SHAPE
 from workflow_scripts.config.report import TABLE_TITLES, TABLES, ReportConfig
 from workflow_scripts.core.artifacts import InputError, build_artifact
@@ -119,8 +120,7 @@ def models_statement(config: Any) -> str:
     generators = sorted({e.synthetic.generator for e in config.experiments.values() if e.synthetic})
     diversity = config.diversity
     roles = [("Generator", "; ".join(_model_kind(config, g) for g in generators) or "none"),
-             ("Topic extractor", _model_kind(config, config.generate.topic_extraction.model or
-                                             (generators[0] if generators else None))),
+             ("Topic extractor", _model_kind(config, extraction_model(config) if generators else None)),
              ("Cluster-agent judge", _model_kind(config, diversity.cluster_agent.judge)),
              ("Perplexity scorer", _model_kind(config, diversity.perplexity.scorer))]
     if "perplexity_gap" not in diversity.metrics:
