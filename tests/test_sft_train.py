@@ -94,6 +94,27 @@ def test_fine_tuning_lowers_heldout_loss_and_saves_template_and_prompt(tiny_llam
     assert len(rows) == facts["steps"] and float(rows[-1]["loss"]) < float(rows[0]["loss"])
 
 
+def test_one_step_at_the_papers_learning_rate_changes_a_model_stored_in_bfloat16(tiny_llama_dir, tmp_path):
+    """At LR 2e-5 an AdamW step is far below bfloat16's resolution for weights of size ~0.02: on bf16 weights
+    it would be rounded away. The float32 master weights keep it, and the saved model carries it."""
+    stored = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.bfloat16).save_pretrained(stored)
+    AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(stored)
+    config = SFTConfig(epochs=1, learning_rate=2e-5, warmup_ratio=0, schedule="constant", batch_size=8,
+                       max_length=128, heldout_fraction=0, dtype="bfloat16")
+    out = tmp_path / "sft"
+    out.mkdir()
+    facts = fine_tune(str(stored), pairs(8), config, out)
+    assert facts["steps"] == 1
+    before = AutoModelForCausalLM.from_pretrained(stored, dtype=torch.float32).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    assert after["model.layers.0.mlp.up_proj.weight"].dtype == torch.float32
+    for name in ("model.layers.0.mlp.up_proj.weight", "model.layers.1.self_attn.q_proj.weight"):
+        changed = (after[name] != before[name]).float().mean()
+        assert changed > 0.9, f"{name}: only {changed:.0%} of the weights moved"
+        assert (after[name] - before[name]).abs().max() < 1e-4  # one step of ~lr, not a different model
+
+
 def test_stage_cli_writes_an_artifact_and_refuses_foreign_generations(tiny_llama_dir, tmp_path):
     from tests.helpers import write_config
 

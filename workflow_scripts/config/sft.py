@@ -72,7 +72,11 @@ class SFTConfig(Section):
     gradient_accumulation: int = Field(1, gt=0)
     max_length: int = Field(1024, gt=8, description="tokens per sequence; longer responses are cut")
     max_grad_norm: float | None = Field(1.0, gt=0)
-    dtype: Literal["float32", "bfloat16"] = Field("float32", description="training dtype (bfloat16 on GPUs)")
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="compute dtype: bfloat16 runs forward and backward under autocast (GPUs); the weights, "
+        "gradients and optimizer state stay float32 (master weights) and are saved in float32",
+    )
     log_every: int = Field(10, gt=0, description="steps between log lines (metrics.csv gets every step)")
     seed: int = 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -32,8 +33,19 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def compute_precision(dtype: str, device: str) -> contextlib.AbstractContextManager:
+    """Autocast for bfloat16 compute; float32 runs as it is. The parameters are float32 either way: at the
+    paper's LR of 2e-5 most AdamW updates are below bfloat16's resolution and would be lost on bf16 weights."""
+    import torch
+
+    if dtype == "bfloat16":
+        return torch.autocast(device_type=device, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def response_loss(
-    model: Any, items: list[dict[str, list[int]]], batch_size: int, pad_id: int, device: str
+    model: Any, items: list[dict[str, list[int]]], batch_size: int, pad_id: int, device: str,
+    dtype: str = "float32",
 ) -> float:
     """Mean loss per response token over ``items`` (NaN for none)."""
     import torch
@@ -43,7 +55,7 @@ def response_loss(
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    with torch.no_grad():
+    with torch.no_grad(), compute_precision(dtype, device):
         for start in range(0, len(items), batch_size):
             batch = {k: v.to(device) for k, v in collate(items[start : start + batch_size], pad_id).items()}
             logits = model(
@@ -105,7 +117,8 @@ def train(
                 rng.shuffle(order)
             batch_idx, order = order[: config.batch_size], order[config.batch_size :]
             batch = {k: v.to(device) for k, v in collate([items[i] for i in batch_idx], pad_id).items()}
-            loss = model(**batch).loss
+            with compute_precision(config.dtype, device):
+                loss = model(**batch).loss
             (loss / config.gradient_accumulation).backward()
             window.append(float(loss.detach()))
             tokens += int((batch["labels"] != IGNORE_INDEX).sum())
@@ -161,8 +174,8 @@ def load_model_and_tokenizer(model_path: str, tokenizer_path: str | None, config
         tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    dtype = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device)
+    # float32 master weights whatever the stored dtype; config.dtype is the compute dtype (autocast)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(device)
     return model, tokenizer
 
 
@@ -193,9 +206,9 @@ def fine_tune(
         raise InputError(f"no training pair fits in max_length {config.max_length}")
     log.info("%d training pairs, %d held out, on %s", len(train_items), len(heldout_items), device)
     pad_id = tokenizer.pad_token_id
-    before = response_loss(model, heldout_items, config.batch_size, pad_id, device)
+    before = response_loss(model, heldout_items, config.batch_size, pad_id, device, config.dtype)
     stats = train(model, train_items, config, pad_id, device, out / METRICS_FILE)
-    after = response_loss(model, heldout_items, config.batch_size, pad_id, device)
+    after = response_loss(model, heldout_items, config.batch_size, pad_id, device, config.dtype)
     log.info("held-out response loss %.4f -> %.4f", before, after)
 
     # Keep what the base model's generation config says (e.g. the converter's suppress_tokens for padded
@@ -206,7 +219,7 @@ def fine_tune(
     if tokenizer.bos_token_id is not None:
         generation.bos_token_id = tokenizer.bos_token_id
     model.generation_config = generation
-    model.save_pretrained(out, safe_serialization=True)
+    model.save_pretrained(out, safe_serialization=True)  # float32: the master weights, not a rounded copy
     tokenizer.save_pretrained(out)
     with open(out / HELDOUT_FILE, "w") as handle:
         for pair in heldout_pairs:
