@@ -107,10 +107,17 @@ def stage_threads(stage):
 
 
 def stage_resources(stage):
-    """Snakemake resources of a stage's jobs; `gpu` becomes `sbatch --gpus=N` under the SLURM executor."""
+    """Snakemake resources of a stage's jobs; `gpu` becomes `sbatch --gpus=N` under the SLURM executor.
+    Several nodes (pre-training): `sbatch --nodes=N --ntasks=N` with `--gres=gpu:G` per node, and the job's
+    command starts its own `srun` (the `mpi` resource tells the plugin not to wrap it in one)."""
     r = CFG.resources.for_stage(stage)
     resources = {"mem_mb": r.mem_mb, "runtime": r.runtime, "nproc": r.nproc}
-    if r.gpus:
+    if r.nodes > 1:
+        # tasks_per_gpu=0: otherwise the plugin turns `tasks` into --ntasks-per-gpu for a GPU job
+        resources.update(nodes=r.nodes, tasks=r.nodes, mpi="srun", tasks_per_gpu=0)
+        if r.gpus:
+            resources["gres"] = f"gpu:{r.gpus}"
+    elif r.gpus:
         resources["gpu"] = r.gpus
     return resources
 

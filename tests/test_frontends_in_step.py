@@ -96,3 +96,37 @@ def test_stage_resources_from_the_config_reach_the_rules(project, tmp_path):
     resources = re.search(r"resources: (.*)", block).group(1).split(", ")
     assert {"mem_mb=9000", "nproc=2", "gpu=2"} <= set(resources), block
     assert "torchrun --standalone --nnodes 1 --nproc_per_node 2 -m workflow_scripts.pretrain --config gpu.yaml" in block
+
+
+def test_a_multi_node_pretrain_job_asks_slurm_for_nodes_and_starts_one_launcher_per_node(project):
+    """resources.stages.pretrain.nodes > 1: the rule's resources become `sbatch --nodes=N --ntasks=N
+    --gres=gpu:G` (per node), and the command starts one launcher per node with srun."""
+    from types import SimpleNamespace
+
+    import yaml
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    from tests.project import run
+
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["resources"]["stages"] = {"pretrain": {"cpus": 4, "gpus": 2, "nproc": 2, "nodes": 3, "mem_mb": 9000}}
+    (project / "nodes.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    output = run(project, "snakemake", "data/pretrain/real_only", "-n", "--forceall", "--cores", "8",
+                 "--configfile", "nodes.yaml").stdout
+    block = output[output.index("rule pretrain:"):]
+    block = block[:block.index("Shell command:") + 400]
+    assert ("srun --nodes 3 --ntasks-per-node 1 --kill-on-bad-exit=1 python -m workflow_scripts.pretrain.launch "
+            "--nproc-per-node 2 -- -m workflow_scripts.pretrain --config nodes.yaml") in block, block
+    resources = dict(item.split("=", 1) for item in re.search(r"resources: (.*)", block).group(1).split(", "))
+    values = {k: int(v) if v.isdigit() else v for k, v in resources.items()}
+
+    class Resources(SimpleNamespace):
+        def get(self, key, default=None):
+            return getattr(self, key, default)
+
+    job = SimpleNamespace(resources=Resources(**values), threads=4)
+    sbatch = get_submit_command(job, {"run_uuid": "u", "slurm_logfile": "l", "comment_str": "c", "account": "",
+                                      "partition": "", "workdir": None})
+    assert {"--nodes=3", "--ntasks=3", "--cpus-per-task=4"} <= set(sbatch.split()), sbatch
+    assert "--ntasks-per-gpu" not in sbatch and "--gres=gpu:2" in set_gres_string(job).split()

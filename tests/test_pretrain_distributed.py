@@ -138,3 +138,39 @@ def test_parallel_checkpoints_read_back_at_one_rank(setup, reference, name):
         assert a[key].shape == b[key].shape
         if name == "tp2":
             assert torch.allclose(a[key], b[key], atol=1e-4), key
+
+
+def test_two_nodes_of_one_process_match_one_node_of_two(setup):
+    """The multi-node launch (one launcher per node, as srun starts them; c10d rendezvous on the first node)
+    as 2 nodes x 1 process on this machine: the same losses, step for step, as 1 node x 2 processes (DP=2)."""
+    tmp, mix = setup
+    one_node = tmp / "dp2"
+    if not (one_node / "metrics.tsv").is_file():
+        _torchrun(tmp, mix, one_node, _config())
+    script = tmp / "train_script.py"
+    script.write_text(SCRIPT)
+    out = tmp / "two_nodes"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "SLURM_JOB_NODELIST": "localhost",
+           "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "2", "PRETRAIN_RDZV_PORT": str(_free_port())}
+    launchers, logs = [], []
+    for task in (1, 0):  # the host last: the other node must wait for its rendezvous store
+        logs.append(tmp / f"node{task}.log")
+        with open(logs[-1], "w") as log:
+            launchers.append(subprocess.Popen(
+                [sys.executable, "-m", "workflow_scripts.pretrain.launch", "--nproc-per-node", "1", "--",
+                 str(script), str(mix), str(out), _config().model_dump_json()],
+                env={**env, "SLURM_PROCID": str(task)}, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True))
+    try:
+        for launcher in launchers:
+            launcher.wait(timeout=900)
+    finally:
+        for launcher in launchers:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(launcher.pid, signal.SIGKILL)
+    for launcher, log_file in zip(launchers, logs):
+        assert launcher.returncode == 0, log_file.read_text()[-5000:]
+    assert read_manifest(out, stage="pretrain").info["world_size"] == 2
+    want, got = read_metrics(one_node / "metrics.tsv"), read_metrics(out / "metrics.tsv")
+    assert [(r["step"], r["loss"], r["grad_norm"]) for r in got] == [
+        (r["step"], r["loss"], r["grad_norm"]) for r in want]

@@ -104,6 +104,32 @@ def test_every_split_of_a_global_batch_reads_the_same_samples():
     assert read(8, 1) == read(2, 2) == read(1, 4) == read(4, 2) == list(range(24, 32))
 
 
+def test_step_batches_read_ahead_are_the_samples_of_each_step_in_order():
+    import threading
+
+    import torch
+
+    from workflow_scripts.pretrain.data import BATCH_KEYS, StepBatches
+
+    readers: set[str] = set()
+
+    class Samples:
+        def __getitem__(self, i):
+            readers.add(threading.current_thread().name)
+            return {key: torch.tensor([i, i + 1]) for key in BATCH_KEYS}
+
+    batches = StepBatches(Samples(), last_step=3, num_microbatches=2, global_batch=8, micro_batch=2, dp_rank=1,
+                          dp_size=2, device=torch.device("cpu"))
+    try:
+        for step in range(3):
+            got = [b["tokens"][:, 0].tolist() for b in batches(step)]
+            assert got == [list(sample_indices(step, m, global_batch=8, micro_batch=2, dp_rank=1, dp_size=2))
+                           for m in range(2)]
+    finally:
+        batches.close()
+    assert any(name.startswith("batch-prefetch") for name in readers)  # steps 1 and 2 were read ahead
+
+
 KILLER = """
 import os, signal, sys
 from pathlib import Path
@@ -111,37 +137,48 @@ import torch
 from workflow_scripts.config.pretrain import PretrainConfig
 from workflow_scripts.pretrain.train import run_training
 
+from workflow_scripts.core.cli import run_main
+import argparse
+
+SIGNAL = getattr(signal, sys.argv[5])
+
 def kill_at(step, row):
     if step == int(sys.argv[4]):
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), SIGNAL)
+
+def body(args):
+    run_training(Path(sys.argv[1]), Path(sys.argv[2]), PretrainConfig.model_validate_json(sys.argv[3]),
+                 on_step=kill_at if int(sys.argv[4]) else None)
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    run_training(Path(sys.argv[1]), Path(sys.argv[2]), PretrainConfig.model_validate_json(sys.argv[3]),
-                 on_step=kill_at if int(sys.argv[4]) else None)
+    sys.exit(run_main(body, argparse.ArgumentParser(), []))  # the stage CLI's error handling
 """
 
 
-def _run_killable(script: Path, mix: Path, out: Path, config: PretrainConfig, kill_at: int) -> int:
+def _run_killable(script: Path, mix: Path, out: Path, config: PretrainConfig, kill_at: int,
+                  signal_name: str) -> int:
     """Run in a session of its own, then end that session: dist_checkpointing's writer starts a helper
     process that outlives a SIGKILL of the trainer alone (torchrun and SLURM end the whole group)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     log_file = out.parent / f"{out.name}.log"
     with open(log_file, "w") as log:
         process = subprocess.Popen([sys.executable, str(script), str(mix), str(out), config.model_dump_json(),
-                                    str(kill_at)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    str(kill_at), signal_name], env=env, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         try:
             process.wait(timeout=600)
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-    if process.returncode != -signal.SIGKILL:
-        print(log_file.read_text()[-5000:])
+    print(log_file.read_text()[-5000:])  # shown when the test fails
     return process.returncode
 
 
-def test_a_killed_run_resumes_to_the_same_losses_step_for_step(tmp_path):
+# SIGKILL: the work since the last interval checkpoint (step 3) is lost. SIGTERM (SLURM's time limit, a
+# preemption): the step in progress finishes and is checkpointed, and the command exits with 143.
+@pytest.mark.parametrize("signal_name, returncode, last_saved", [("SIGKILL", -9, 3), ("SIGTERM", 143, 5)])
+def test_a_killed_run_resumes_to_the_same_losses_step_for_step(tmp_path, signal_name, returncode, last_saved):
     mix = make_mix(tmp_path, 10)
     config = PretrainConfig(lr_warmup_steps=2, checkpoint_interval=3, **TINY)
     reference = tmp_path / "reference"
@@ -150,18 +187,29 @@ def test_a_killed_run_resumes_to_the_same_losses_step_for_step(tmp_path):
     script = tmp_path / "killable.py"
     script.write_text(KILLER)
     out = tmp_path / "resumed"
-    assert _run_killable(script, mix, out, config, kill_at=5) == -9
+    assert _run_killable(script, mix, out, config, kill_at=5, signal_name=signal_name) == returncode
     assert not out.exists()  # a kill never leaves a complete-looking artifact
     checkpoints = work_dir(out) / "checkpoints"
-    assert (checkpoints / "latest").read_text().strip() == "iter_0000003"
+    assert (checkpoints / "latest").read_text().strip() == f"iter_{last_saved:07d}"
 
     steps_run: list[int] = []
     run_training(mix, out, config, on_step=lambda step, row: steps_run.append(step))  # the same command again
-    assert steps_run == list(range(4, 11))  # resumed after step 3, not from scratch
+    assert steps_run == list(range(last_saved + 1, 11))  # resumed after the checkpoint, not from scratch
     expected, got = read_metrics(reference / "metrics.tsv"), read_metrics(out / "metrics.tsv")
     assert [int(r["step"]) for r in got] == list(range(1, 11))
     for want, have in zip(expected, got):
         assert (have["loss"], have["lr"], have["grad_norm"]) == (want["loss"], want["lr"], want["grad_norm"])
+
+
+def test_wall_clock_interval_checkpoints_between_step_intervals(tmp_path):
+    mix = make_mix(tmp_path, 6)
+    config = PretrainConfig(checkpoint_interval=0, checkpoint_every_minutes=1e-9, keep_checkpoints=10, **TINY)
+    saved: list[list[str]] = []
+    checkpoints = work_dir(tmp_path / "pt") / "checkpoints"
+    run_training(mix, tmp_path / "pt", config,
+                 on_step=lambda step, row: saved.append(sorted(p.name for p in checkpoints.glob("iter_*"))))
+    # before step k's own save, every earlier step has one (the clock is always due at this interval)
+    assert saved[4] == [f"iter_{k:07d}" for k in range(1, 5)]
 
 
 def test_changed_settings_start_afresh_instead_of_resuming(tmp_path):

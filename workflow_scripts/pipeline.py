@@ -59,8 +59,13 @@ def log_path(stage: Stage, experiment: str | None) -> str:
 
 
 def launcher(stage: Stage, config: PipelineConfig) -> list[str]:
-    """``python -m`` or, for a multi-process stage, ``torchrun`` with the processes its resources ask for."""
-    nproc = config.resources.for_stage(stage.name).nproc
+    """``python -m`` or, for a multi-process stage, ``torchrun`` with the processes its resources ask for; on
+    several nodes, ``srun`` starts one launcher per node (pretrain/launch.py: rendezvous on the first node)."""
+    resources = config.resources.for_stage(stage.name)
+    nproc, nodes = resources.nproc, resources.nodes
+    if stage.distributed and nodes > 1:
+        return ["srun", "--nodes", str(nodes), "--ntasks-per-node", "1", "--kill-on-bad-exit=1", PYTHON, "-m",
+                "workflow_scripts.pretrain.launch", "--nproc-per-node", str(nproc), "--", "-m", stage.module]
     if stage.distributed and nproc > 1:
         return ["torchrun", "--standalone", "--nnodes", "1", "--nproc_per_node", str(nproc), "-m", stage.module]
     return [PYTHON, "-m", stage.module]

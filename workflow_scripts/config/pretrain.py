@@ -56,6 +56,9 @@ class PretrainConfig(Section):
     eod_mask_loss: bool = Field(False, description="exclude the end-of-document token from the loss")
     checkpoint_interval: int = Field(500, ge=0, description="steps between checkpoints (0 = only the final)")
     keep_checkpoints: int = Field(2, gt=0, description="in-progress checkpoints kept in the work directory")
+    checkpoint_every_minutes: float | None = Field(
+        60, gt=0, description="also checkpoint when this much wall-clock time has passed since the last one "
+        "(None = steps only); SIGTERM (SLURM time limit, preemption) always checkpoints before stopping")
     seed: int = Field(1234, description="model initialisation, data order and dropout")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="auto = bf16 on GPUs that support it, fp32 on CPU")

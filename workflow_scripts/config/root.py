@@ -227,8 +227,12 @@ class StageResources(Section):
     cpus: int = Field(1, ge=1, description="CPU cores per job: the rule's threads (sbatch --cpus-per-task)")
     mem_mb: int = Field(4000, gt=0, description="memory per job in MB (sbatch --mem)")
     runtime: int = Field(120, gt=0, description="wall-clock limit per job in minutes (sbatch -t)")
-    gpus: int = Field(0, ge=0, description="GPUs per job (Snakemake resource gpu=N -> sbatch --gpus=N)")
-    nproc: int = Field(1, ge=1, description="processes torchrun starts in the job (pre-training)")
+    gpus: int = Field(0, ge=0, description="GPUs per job, per node when nodes > 1 (Snakemake resource gpu=N -> "
+                      "sbatch --gpus=N; multi-node: gres=gpu:N)")
+    nproc: int = Field(1, ge=1, description="processes torchrun starts in the job, per node when nodes > 1 "
+                       "(pre-training)")
+    nodes: int = Field(1, ge=1, description="nodes of a pre-training job (SLURM only): one torchrun per node, "
+                       "started by srun, rendezvous on the first node")
 
 
 class ResourcesConfig(Section):
@@ -254,6 +258,9 @@ class ResourcesConfig(Section):
             if not resources.gpus and resources.nproc > resources.cpus:
                 raise ValueError(f"{where}: nproc ({resources.nproc}) exceeds cpus ({resources.cpus}); "
                                  "give each process a core")
+            if resources.nodes > 1 and name != "pretrain":
+                raise ValueError(f"{where}: nodes ({resources.nodes}) > 1 is only for pretrain; the other stages "
+                                 "run on one node")
         return self
 
 

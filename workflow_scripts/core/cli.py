@@ -60,6 +60,12 @@ def load_checked_config(path: Path, experiment: str | None = None) -> PipelineCo
     return config
 
 
+class StageInterrupted(Exception):
+    """The stage stopped early on purpose (a signal) after saving what it had; the same command resumes."""
+
+    exit_code = 143  # 128 + SIGTERM, as if the signal had ended the process: schedulers treat it as a failure
+
+
 def run_main(body: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser,
              argv: Sequence[str] | None = None) -> int:
     """Parse arguments, set up logging and threads, run ``body``; turn known errors into one clear line."""
@@ -71,4 +77,7 @@ def run_main(body: Callable[[argparse.Namespace], None], parser: argparse.Argume
     except (ConfigError, ArtifactError, InputError, FileNotFoundError) as error:
         logging.getLogger(body.__module__).error("%s", error)
         return 2
+    except StageInterrupted as error:
+        logging.getLogger(body.__module__).warning("%s", error)
+        return error.exit_code
     return 0

@@ -134,6 +134,13 @@ def _local_tokenizer(config: PipelineConfig) -> dict[str, str]:
     return {"local_models": artifact(config, "local_models")} if config.tokenize.tokenizer == "local" else {}
 
 
+def _pretrain_world(config: PipelineConfig) -> dict[str, int]:
+    """Data-parallel processes change the numbers (reduction order): part of a pre-training job's identity.
+    Nodes enter only when more than one, so that single-node identities stay as they were."""
+    resources = config.resources.for_stage("pretrain")
+    return {"nproc": resources.nproc, **({"nodes": resources.nodes} if resources.nodes > 1 else {})}
+
+
 def _mix_inputs(config: PipelineConfig, experiment: str | None) -> dict[str, str]:
     inputs = {"real_tokens": artifact(config, "tokenize_real")}
     if config.experiments[experiment].synthetic is not None:
@@ -243,8 +250,7 @@ STAGES: dict[str, Stage] = {
             out="pretrain/{experiment}", params=lambda c, e: tuple(PRETRAIN_PARAM_KEYS),
             code=("workflow_scripts/pretrain", "workflow_scripts/mixes/reader.py", *TOKENS_READER),
             inputs=lambda c, e: {"mix": artifact(c, "mix", e)}, experiments=_all,
-            # data-parallel processes change the numbers (reduction order): part of the job's identity
-            environment=lambda c: {"nproc": c.resources.for_stage("pretrain").nproc},
+            environment=_pretrain_world,
             distributed=True,
         ),
         Stage(

@@ -11,6 +11,7 @@ reads exactly the samples the uninterrupted run would have read.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,6 +21,7 @@ from workflow_scripts.mixes.reader import BlendFile, read_blend
 log = logging.getLogger(__name__)
 
 MIX_STAGE = "mix"
+BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
 
 
 @dataclass(frozen=True)
@@ -65,13 +67,41 @@ def sample_indices(step: int, microbatch: int, *, global_batch: int, micro_batch
     return range(start, start + micro_batch)
 
 
-def batches(dataset, step: int, *, num_microbatches: int, global_batch: int, micro_batch: int, dp_rank: int,
-            dp_size: int, device: Any) -> Iterator[dict[str, Any]]:
-    """The micro-batches of one optimizer step for this data-parallel rank, as tensors on ``device``."""
-    import torch
+class StepBatches:
+    """The micro-batches of each optimizer step for this data-parallel rank, read one step ahead.
 
-    for micro in range(num_microbatches):
-        items = [dataset[i] for i in sample_indices(step, micro, global_batch=global_batch,
-                                                    micro_batch=micro_batch, dp_rank=dp_rank, dp_size=dp_size)]
-        yield {key: torch.stack([item[key] for item in items]).to(device, non_blocking=True)
-               for key in ("tokens", "labels", "loss_mask", "position_ids")}
+    While step ``k`` computes, a background thread reads step ``k + 1``'s samples from the memory-mapped
+    dataset and stacks them (into pinned memory on a GPU, so that the copies to the device are asynchronous):
+    data loading stays off the critical path. The samples are the same as reading them in line.
+    """
+
+    def __init__(self, dataset, *, last_step: int, num_microbatches: int, global_batch: int, micro_batch: int,
+                 dp_rank: int, dp_size: int, device: Any) -> None:
+        self._dataset, self._last_step, self._device = dataset, last_step, device
+        self._layout = dict(global_batch=global_batch, micro_batch=micro_batch, dp_rank=dp_rank, dp_size=dp_size)
+        self._num_microbatches = num_microbatches
+        self._pin = getattr(device, "type", str(device)) == "cuda"
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-prefetch")
+        self._ahead: dict[int, Future] = {}
+
+    def _read(self, step: int) -> list[dict[str, Any]]:
+        import torch
+
+        micro_batches = []
+        for micro in range(self._num_microbatches):
+            items = [self._dataset[i] for i in sample_indices(step, micro, **self._layout)]
+            batch = {key: torch.stack([item[key] for item in items]) for key in BATCH_KEYS}
+            micro_batches.append({k: v.pin_memory() for k, v in batch.items()} if self._pin else batch)
+        return micro_batches
+
+    def __call__(self, step: int) -> Iterator[dict[str, Any]]:
+        """Step ``step``'s micro-batches on the device (0-based step), and the next step's read started."""
+        pending = self._ahead.pop(step, None)
+        micro_batches = pending.result() if pending is not None else self._read(step)
+        if step + 1 < self._last_step:
+            self._ahead[step + 1] = self._reader.submit(self._read, step + 1)
+        return iter([{k: v.to(self._device, non_blocking=True) for k, v in batch.items()}
+                     for batch in micro_batches])
+
+    def close(self) -> None:
+        self._reader.shutdown(wait=True, cancel_futures=True)

@@ -17,7 +17,10 @@ accumulation x data-parallel size. Multi-process: ``torchrun --nproc_per_node N 
 Resuming: checkpoints (megatron.core.dist_checkpointing; model, optimizer, scheduler, RNG, data position)
 are written every ``pretrain.checkpoint_interval`` steps to ``<out>.work/``, outside the artifact. Running
 the same command again after a kill resumes from the last one (same settings and mix; otherwise the work
-directory is started afresh). The artifact appears only when training has finished. Kill the whole process
+directory is started afresh). A checkpoint is also written when ``pretrain.checkpoint_every_minutes`` have
+passed since the last one, and on SIGTERM (SLURM's time limit or a preemption; torchrun passes it on): the
+step in progress finishes, every rank saves, and the command exits with 143 so that the scheduler reruns it.
+The artifact appears only when training has finished. Kill the whole process
 group (as torchrun and SLURM do): dist_checkpointing's writer keeps a helper process.
 
 Output artifact: ``checkpoint/`` (the final dist checkpoint), ``pretrain.json`` (architecture, vocabulary,
@@ -34,9 +37,11 @@ import json
 import logging
 import math
 import shutil
+import signal
+import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -45,7 +50,7 @@ from workflow_scripts.config import ConfigError
 from workflow_scripts.config.model_configs import ModelArch, flops_per_token, get_arch, padded_vocab_size
 from workflow_scripts.config.pretrain import PARAM_KEYS, PretrainConfig
 from workflow_scripts.core.artifacts import ArtifactError, JobIdentity, build_artifact, read_manifest
-from workflow_scripts.core.cli import load_checked_config, run_main, stage_parser
+from workflow_scripts.core.cli import StageInterrupted, load_checked_config, run_main, stage_parser
 from workflow_scripts.core.hashing import hash_value
 from workflow_scripts.core.identity import job_identity
 from workflow_scripts.mixes.reader import read_blend
@@ -209,14 +214,15 @@ def _train(mix: Mix, out: Path, config: PretrainConfig, plan: Plan, runtime, *, 
     run = _setup(mix, out, config, plan, runtime, mix_id=mix_id, resume=resume)
     bar = tqdm(total=plan.train_steps, initial=run.progress.step, disable=run.rank != 0, unit="step",
                dynamic_ncols=True, desc=f"pretrain {plan.arch.name}")
-    while run.progress.step < plan.train_steps:
-        row = _step(run)
-        bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:,.0f}",
-                        **({} if math.isnan(row["mfu"]) else {"mfu": f"{row['mfu']:.1%}"}))
-        if on_step is not None:
-            on_step(run.progress.step, row)
-        _checkpoint(run)
+    with StopRequest() as stop, contextlib.closing(run.batches):
+        while run.progress.step < plan.train_steps:
+            row = _step(run)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:,.0f}",
+                            **({} if math.isnan(row["mfu"]) else {"mfu": f"{row['mfu']:.1%}"}))
+            if on_step is not None:
+                on_step(run.progress.step, row)
+            _checkpoint(run, stop)
     bar.close()
     final = _checkpoint(run, final=True)
 
@@ -247,7 +253,7 @@ class _Run:
     optimizer: Any
     scheduler: Any
     progress: Any             # checkpoint.Progress: steps done, samples consumed
-    dataset: Any
+    batches: Any              # data.StepBatches: a step's micro-batches, the next step read ahead
     forward_step: Callable
     forward_backward: Callable
     schedule_context: Callable[[], contextlib.AbstractContextManager]
@@ -255,6 +261,7 @@ class _Run:
     flops: float              # per token
     peak: float | None        # TFLOP/s per GPU (None on CPU)
     elapsed: float = 0.0      # seconds spent in steps by this process
+    last_save: float = field(default_factory=time.monotonic)  # monotonic clock at setup or the last checkpoint
 
 
 def _setup(mix: Mix, out: Path, config: PretrainConfig, plan: Plan, runtime, *, mix_id: str,
@@ -267,7 +274,7 @@ def _setup(mix: Mix, out: Path, config: PretrainConfig, plan: Plan, runtime, *, 
 
     from workflow_scripts.pretrain import checkpoint, cpu
     from workflow_scripts.pretrain import model as mm
-    from workflow_scripts.pretrain.data import build_train_dataset
+    from workflow_scripts.pretrain.data import StepBatches, build_train_dataset
     from workflow_scripts.pretrain.metrics import MetricsLog, peak_tflops
 
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -288,8 +295,8 @@ def _setup(mix: Mix, out: Path, config: PretrainConfig, plan: Plan, runtime, *, 
     work = work_dir(out)
     ckpt_root = work / "checkpoints"
     if rank == 0:
-        _prepare_work_dir(work, hash_value({"config": config.model_dump(mode="json"), "mix": mix_id, "world": world}),
-                          resume)
+        settings = config.model_dump(mode="json", exclude={"checkpoint_every_minutes"})  # timing, not training
+        _prepare_work_dir(work, hash_value({"config": settings, "mix": mix_id, "world": world}), resume)
         checkpoint.clean_temporaries(ckpt_root)
     torch.distributed.barrier()
 
@@ -318,7 +325,10 @@ def _setup(mix: Mix, out: Path, config: PretrainConfig, plan: Plan, runtime, *, 
     return _Run(
         config=config, plan=plan, runtime=runtime, rank=rank, world=world, dp_rank=dp_rank, dp_size=dp_size,
         num_microbatches=num_microbatches, dtype_name=dtype_name, work=work, ckpt_root=ckpt_root, gpt=gpt,
-        ddp=ddp, optimizer=optimizer, scheduler=scheduler, progress=progress, dataset=dataset,
+        ddp=ddp, optimizer=optimizer, scheduler=scheduler, progress=progress,
+        batches=StepBatches(dataset, last_step=plan.train_steps, num_microbatches=num_microbatches,
+                            global_batch=plan.global_batch, micro_batch=plan.micro_batch, dp_rank=dp_rank,
+                            dp_size=dp_size, device=runtime.device),
         forward_step=partial(_forward_step, attention_mask), forward_backward=get_forward_backward_func(),
         schedule_context=cpu.cuda_tensors_on_cpu if runtime.on_cpu else contextlib.nullcontext,
         metrics=MetricsLog(work / "metrics.tsv", progress.step) if rank == 0 else None,
@@ -330,16 +340,13 @@ def _setup(mix: Mix, out: Path, config: PretrainConfig, plan: Plan, runtime, *, 
 def _step(run: _Run) -> dict[str, float]:
     """One optimizer step over a global batch: forward/backward of every micro-batch (Megatron's schedule),
     the update, the LR schedule; returns the step's metrics row (also appended to metrics.tsv on rank 0)."""
-    from workflow_scripts.pretrain.data import batches
     from workflow_scripts.pretrain.metrics import mfu
 
     plan, progress = run.plan, run.progress
     started = time.perf_counter()
     run.ddp.zero_grad_buffer()
     run.optimizer.zero_grad()
-    data = batches(run.dataset, progress.step, num_microbatches=run.num_microbatches,
-                   global_batch=plan.global_batch, micro_batch=plan.micro_batch, dp_rank=run.dp_rank,
-                   dp_size=run.dp_size, device=run.runtime.device)
+    data = run.batches(progress.step)
     with run.schedule_context():
         losses = run.forward_backward(forward_step_func=run.forward_step, data_iterator=data, model=[run.ddp],
                                       num_microbatches=run.num_microbatches, seq_length=plan.seq_length,
@@ -366,19 +373,68 @@ def _step(run: _Run) -> dict[str, float]:
     return row
 
 
-def _checkpoint(run: _Run, *, final: bool = False) -> Path | None:
-    """After a step: a checkpoint every ``pretrain.checkpoint_interval`` steps, except at the last step (the
-    final save covers it); returns None. With ``final``: the checkpoint of the last step, saved unless it
-    already exists (a resumed run that had saved it), and returned."""
+class StopRequest:
+    """While active, SIGTERM asks the training loop to checkpoint and stop after the step in progress (instead
+    of dying mid-step and losing the work since the last checkpoint). Only the main thread can take signals."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: Any = None
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._take)
+        return self
+
+    def _take(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+        log.warning("received %s: the checkpoint after this step will be the last one", signal.Signals(signum).name)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class TrainingInterrupted(StageInterrupted):
+    """Stopped by a signal after saving a checkpoint; the same command resumes from it."""
+
+
+def _agreed(run: _Run, flags: list[bool]) -> list[bool]:
+    """The flags OR-ed over every rank, so that all ranks take part in the same collective checkpoint (a
+    signal or a clock can reach one rank a step before another)."""
+    import torch
+
+    values = torch.tensor([float(f) for f in flags], device=run.runtime.device)
+    torch.distributed.all_reduce(values, op=torch.distributed.ReduceOp.MAX)
+    return [bool(v) for v in values.tolist()]
+
+
+def _checkpoint(run: _Run, stop: StopRequest | None = None, *, final: bool = False) -> Path | None:
+    """After a step: a checkpoint every ``pretrain.checkpoint_interval`` steps or ``checkpoint_every_minutes``,
+    except at the last step (the final save covers it); on a stop request, a checkpoint and then
+    :class:`TrainingInterrupted`. Returns None. With ``final``: the checkpoint of the last step, saved unless
+    it already exists (a resumed run that had saved it), and returned."""
     from workflow_scripts.pretrain import checkpoint
 
     config, plan, progress = run.config, run.plan, run.progress
     save = partial(checkpoint.save, run.ckpt_root, run.gpt, run.optimizer, run.scheduler, progress,
                    on_cpu=run.runtime.on_cpu, keep=config.keep_checkpoints)
     if not final:
-        interval = config.checkpoint_interval
-        if interval and progress.step % interval == 0 and progress.step < plan.train_steps:
-            save()
+        if progress.step >= plan.train_steps:
+            return None
+        interval, minutes = config.checkpoint_interval, config.checkpoint_every_minutes
+        by_steps = bool(interval) and progress.step % interval == 0
+        by_clock = minutes is not None and time.monotonic() - run.last_save >= 60 * minutes
+        stopping, by_clock = _agreed(run, [stop is not None and stop.signal is not None, by_clock])
+        if by_steps or by_clock or stopping:
+            path = save()
+            run.last_save = time.monotonic()
+            if by_clock and not by_steps:
+                log.info("checkpoint %s after %.0f minutes", path.name, minutes)
+        if stopping:
+            raise TrainingInterrupted(
+                f"stopped by SIGTERM after step {progress.step} of {plan.train_steps}: checkpoint saved in "
+                f"{run.ckpt_root}; run the same command again to resume from it")
         return None
     last = checkpoint.latest(run.ckpt_root)
     if last is None or last.name != checkpoint.checkpoint_name(plan.train_steps):
