@@ -81,6 +81,10 @@ BAD = [
     ("local_models.models.generator.num_attention_heads", 5, "hidden_size (64) must be divisible by num_attention_heads (5)"),
     ("models.tiny-judge", {"local": "nonexistent"}, "models.tiny-judge.local: 'nonexistent' is not built by local_models.models"),
     ("experiments", {}, "experiments: Dictionary should have at least 1 item"),
+    # strict types: no quiet coercion of booleans or strings into numbers
+    ("experiments.topic_t8_g2.synthetic.topics", True, "experiments.topic_t8_g2.synthetic.topics: Input should be a valid integer (got True)"),
+    ("pretrain.train_steps", "10", "pretrain.train_steps: Input should be a valid integer (got '10')"),
+    ("sft.include_explanation", "yes", "sft.include_explanation: Input should be a valid boolean (got 'yes')"),
 ]
 
 
@@ -105,6 +109,19 @@ def test_unreadable_files_fail_clearly(tmp_path):
     bad.write_text("seed: [1,\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_a_repeated_key_is_refused_with_both_lines_and_exponents_read_as_numbers(tmp_path):
+    text = (REPO / "configs/tiny.yaml").read_text()
+    duplicated = tmp_path / "dup.yaml"
+    experiments = text.index("\nexperiments:\n") + len("\nexperiments:\n")
+    first = text[experiments:].splitlines(keepends=True)[0:3]  # "  real_only:" and its body
+    duplicated.write_text(text + "".join(first).replace("  real_only:", "experiments:\n  real_only:", 1))
+    with pytest.raises(ConfigError, match=r"duplicate key 'experiments' \(first defined on line \d+\)"):
+        load_config(duplicated)
+    exponent = tmp_path / "exp.yaml"
+    exponent.write_text(text.replace("learning_rate: 1.0e-3", "learning_rate: 2e-5"))
+    assert load_config(exponent).sft.learning_rate == 2e-5
 
 
 def test_a_request_that_cannot_fit_its_models_context_is_refused_with_the_numbers():

@@ -8,6 +8,8 @@ stage module) and are assembled here.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -374,12 +376,45 @@ def _format_errors(source: str, error: ValidationError) -> str:
 
 
 def parse_config(raw: Any, source: str = "<config>") -> PipelineConfig:
+    """Validate strictly, as JSON: ``topics: true`` or ``steps: "10"`` are errors, not 1 and 10."""
     if not isinstance(raw, dict):
         raise ConfigError(f"invalid configuration {source}: the top level must be a mapping")
     try:
-        return PipelineConfig.model_validate(raw)
+        document = json.dumps(raw)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"invalid configuration {source}: {error} (values are strings, numbers, booleans, "
+                          "null, lists and mappings)") from None
+    try:
+        return PipelineConfig.model_validate_json(document, strict=True)
     except ValidationError as error:
         raise ConfigError(_format_errors(source, error)) from None
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML as people write configs: a repeated key is an error (PyYAML keeps the last one silently), and
+    ``2e-5`` is a number (YAML 1.1 reads it as a string without a dot)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key == "<<":
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first defined on line {seen[key] + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def read_yaml(path: Path) -> Any:
+    return yaml.load(path.read_text(), Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def load_config(path: Path | str) -> PipelineConfig:
@@ -387,7 +422,7 @@ def load_config(path: Path | str) -> PipelineConfig:
     if not path.is_file():
         raise ConfigError(f"configuration file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path)
     except yaml.YAMLError as error:
         raise ConfigError(f"configuration file {path} is not valid YAML: {error}") from None
     return parse_config(raw, str(path))
