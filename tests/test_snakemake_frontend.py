@@ -10,3 +10,34 @@ def test_snakemake_config_overrides_are_refused_with_the_way_to_override_values(
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "snakemake --config seed=7 is not supported" in output and "--configfile COPY" in output
+
+
+def test_the_front_door_recovers_from_the_lock_a_killed_run_left(tmp_path):
+    """`snakemake` killed mid-run leaves .snakemake/locks; plain `snakemake` then stops with a LockException,
+    `bash scripts/run.sh` releases the stale lock and goes on."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.project import copy_project, environment
+
+    project = copy_project(tmp_path / "p")
+    (project / ".venv").symlink_to(REPO / ".venv")
+    env = environment(project)
+    killed = subprocess.Popen(["snakemake", "--cores", "1"], cwd=project, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    locks = project / ".snakemake" / "locks"
+    deadline = time.monotonic() + 120
+    while not any(locks.glob("*")) and time.monotonic() < deadline and killed.poll() is None:
+        time.sleep(0.2)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert any(locks.glob("*")), "the run ended before it took its lock"
+
+    locked = run(project, "snakemake", "--cores", "1", check=False)  # a dry run takes no lock, a real one does
+    assert locked.returncode != 0 and "LockException" in locked.stdout + locked.stderr
+    recovered = run(project, "bash", "scripts/run.sh", "-n", check=False)
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert "releasing the lock left by a killed run" in recovered.stderr
+    assert not any(locks.glob("*"))
