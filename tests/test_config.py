@@ -81,6 +81,11 @@ BAD = [
     ("local_models.models.generator.num_attention_heads", 5, "hidden_size (64) must be divisible by num_attention_heads (5)"),
     ("models.tiny-judge", {"local": "nonexistent"}, "models.tiny-judge.local: 'nonexistent' is not built by local_models.models"),
     ("experiments", {}, "experiments: Dictionary should have at least 1 item"),
+    # settings the pretrain job would refuse only after the mixes are built
+    ("pretrain.global_batch_size", 16, "pretrain.global_batch_size (16) must equal mixes.global_batch_size (8)"),
+    ("pretrain.lr_warmup_steps", 40, "pretrain.lr_warmup_steps (40) must be fewer than the 40 training steps"),
+    ("mixes.seq_length", 100_000, "mixes.seq_length (100000) is longer than the"),
+    ("pretrain.model", "tiny-x", "pretrain.model: unknown model config 'tiny-x'"),
     # strict types: no quiet coercion of booleans or strings into numbers
     ("experiments.topic_t8_g2.synthetic.topics", True, "experiments.topic_t8_g2.synthetic.topics: Input should be a valid integer (got True)"),
     ("pretrain.train_steps", "10", "pretrain.train_steps: Input should be a valid integer (got '10')"),

@@ -266,6 +266,19 @@ class ResourcesConfig(Section):
         return self
 
 
+# --- hub --------------------------------------------------------------------------------------------------
+
+
+class HubConfig(Section):
+    """Whether the stages may reach the Hugging Face Hub. Scheduling-like: not part of any fingerprint."""
+
+    offline: bool = Field(
+        False, description="run every stage command with HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1, "
+        "so models, tokenizers and datasets load only from local paths and the Hugging Face cache. For "
+        "configurations whose models and data are all local (params.yaml); false (the default) lets hub ids and "
+        "lm-eval's task datasets download")
+
+
 # --- root -------------------------------------------------------------------------------------------------
 
 
@@ -327,6 +340,7 @@ class PipelineConfig(Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     report: ReportConfig = ReportConfig()
     resources: ResourcesConfig = ResourcesConfig()
+    hub: HubConfig = HubConfig()
     experiments: dict[ExperimentName, ExperimentSpec] = Field(..., min_length=1)
 
     @model_validator(mode="after")
@@ -350,6 +364,7 @@ class PipelineConfig(Section):
         check_context_windows(self)
         check_sft_references(self)
         check_report_references(self)
+        check_pretrain_fits_mixes(self)
         return self
 
     def builtin_models(self) -> list[str]:
@@ -358,6 +373,35 @@ class PipelineConfig(Section):
 
     def synthetic_experiments(self) -> list[str]:
         return [name for name, exp in self.experiments.items() if exp.synthetic is not None]
+
+
+def check_pretrain_fits_mixes(config: "PipelineConfig") -> None:
+    """What the pretrain job would refuse after the mixes are built, refused before anything runs."""
+    from workflow_scripts.config.model_configs import UnknownModel, get_arch
+
+    mixes, pretrain = config.mixes, config.pretrain
+    if mixes is None or pretrain is None:
+        return
+    if mixes.global_batch_size is not None and mixes.global_batch_size != pretrain.global_batch_size:
+        raise ValueError(f"pretrain.global_batch_size ({pretrain.global_batch_size}) must equal "
+                         f"mixes.global_batch_size ({mixes.global_batch_size}): the mixes' budget is counted in "
+                         "the pre-training steps")
+    try:
+        arch = get_arch(pretrain.model)
+    except UnknownModel as error:
+        raise ValueError(f"pretrain.model: {error}") from None
+    if mixes.seq_length > arch.seq_length:
+        raise ValueError(f"mixes.seq_length ({mixes.seq_length}) is longer than the {arch.seq_length}-token "
+                         f"context of pretrain.model {arch.name!r}")
+    budget = mixes.budget_tokens
+    if budget is None or pretrain.train_steps is not None or pretrain.train_tokens is not None:
+        return
+    steps = -(-budget // (pretrain.global_batch_size * mixes.seq_length))
+    warmup = (pretrain.lr_warmup_steps if pretrain.lr_warmup_steps is not None
+              else int(pretrain.lr_warmup_fraction * steps))
+    if warmup >= steps:
+        raise ValueError(f"pretrain.lr_warmup_steps ({warmup}) must be fewer than the {steps} training steps of "
+                         f"the mixes' budget ({budget} tokens)")
 
 
 def _format_errors(source: str, error: ValidationError) -> str:
