@@ -235,6 +235,36 @@ def test_cached_backend_counts_and_skips_transient(tmp_path):
         assert cached.hits == 4 and cached.backend_requests == 6  # duplicates in a batch are not hits
 
 
+class DyingBackend:
+    """Answers requests one at a time, then dies (as a killed job would) before the batch is done."""
+
+    def __init__(self, answers_before_dying):
+        self.answers_before_dying = answers_before_dying
+
+    def identity(self):
+        return "fake:counting@1"
+
+    def generate(self, requests):
+        raise AssertionError("the cache must take answers as they come")
+
+    def generate_as_completed(self, requests):
+        for index in reversed(range(len(requests))):  # any order
+            if len(requests) - index > self.answers_before_dying:
+                raise KeyboardInterrupt
+            yield index, LLMResponse(text=f"answer {requests[index].seed}")
+
+
+def test_answers_reach_the_cache_as_they_arrive_so_a_kill_loses_only_those_in_flight(tmp_path):
+    requests = [LLMRequest(messages=[{"role": "user", "content": "q"}], seed=s) for s in range(32)]
+    with RequestCache(tmp_path) as cache:
+        with pytest.raises(KeyboardInterrupt):
+            CachedBackend(DyingBackend(answers_before_dying=20), cache).generate(requests)
+        assert len(cache) == 20
+        rerun = CountingBackend()
+        answers = CachedBackend(rerun, cache).generate(requests)
+        assert rerun.calls == 12 and [a.text for a in answers] == [f"answer {s}" for s in range(32)]
+
+
 _WRITER = textwrap.dedent("""
     import sys
     from workflow_scripts.llm.cache import RequestCache, request_key

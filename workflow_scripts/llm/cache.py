@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from workflow_scripts.core.hashing import canonical_json, hash_bytes
-from workflow_scripts.llm.types import LLMBackend, LLMRequest, LLMResponse
+from workflow_scripts.llm.types import LLMBackend, LLMRequest, LLMResponse, answers_as_they_come
 
 log = logging.getLogger(__name__)
 
@@ -131,21 +131,26 @@ class CachedBackend:
         self.last_hits = [key in found for key in keys]
         self.hits += sum(self.last_hits)
         if missing:
-            started = time.perf_counter()
-            answers = self.backend.generate(list(missing.values()))
-            self.backend_seconds += time.perf_counter() - started
-            if len(answers) != len(missing):
-                raise RuntimeError(f"backend {identity} returned {len(answers)} responses for "
-                                   f"{len(missing)} requests")
-            self.backend_requests += len(missing)
-            to_store = []
-            for (key, request), answer in zip(missing.items(), answers):
-                self.backend_prompt_tokens += answer.prompt_tokens
-                self.backend_completion_tokens += answer.completion_tokens
-                found[key] = answer
-                if answer.transient:
-                    self.transient_errors += 1
-                else:
-                    to_store.append((key, identity, request, answer))
-            self.cache.put_many(to_store)
+            self._ask(identity, missing, found)
         return [found[key] for key in keys]
+
+    def _ask(self, identity: str, missing: dict[str, LLMRequest], found: dict[str, LLMResponse]) -> None:
+        """Each answer goes into the cache as soon as the backend hands it over: a kill loses only the
+        requests in flight, not the whole batch."""
+        pending = list(missing.items())
+        started = time.perf_counter()
+        answered = 0
+        for index, answer in answers_as_they_come(self.backend, [request for _, request in pending]):
+            key, request = pending[index]
+            answered += 1
+            self.backend_prompt_tokens += answer.prompt_tokens
+            self.backend_completion_tokens += answer.completion_tokens
+            found[key] = answer
+            if answer.transient:
+                self.transient_errors += 1
+            else:
+                self.cache.put_many([(key, identity, request, answer)])
+        self.backend_seconds += time.perf_counter() - started
+        self.backend_requests += len(pending)
+        if answered != len(pending) or any(key not in found for key in missing):
+            raise RuntimeError(f"backend {identity} answered {answered} of {len(pending)} requests")

@@ -25,7 +25,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterator, Literal, Protocol, Sequence, runtime_checkable
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +114,26 @@ class LLMResponse:
 
 @runtime_checkable
 class LLMBackend(Protocol):
-    """What every backend offers. ``generate`` returns one response per request, in order."""
+    """What every backend offers. ``generate`` returns one response per request, in order. A backend that
+    can hand answers over as they arrive also has ``generate_as_completed(requests)``, yielding
+    ``(index, response)`` pairs in any order (see :func:`answers_as_they_come`)."""
 
     def identity(self) -> str: ...
 
     def generate(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]: ...
+
+
+def answers_as_they_come(backend: LLMBackend, requests: Sequence[LLMRequest]) -> Iterator[tuple[int, LLMResponse]]:
+    """``(index, response)`` as soon as the backend has each one (all at the end for a backend that cannot)."""
+    streaming = getattr(backend, "generate_as_completed", None)
+    if streaming is not None:
+        yield from streaming(requests)
+    else:
+        answers = backend.generate(requests)
+        if len(answers) != len(requests):
+            raise RuntimeError(f"backend {backend.identity()} returned {len(answers)} responses for "
+                               f"{len(requests)} requests")
+        yield from enumerate(answers)
 
 
 def parse_json_output(text: str, schema: dict[str, Any] | None) -> tuple[Any | None, str | None]:

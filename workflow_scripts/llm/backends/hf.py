@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from workflow_scripts.config.generate import BackendOptions
 from workflow_scripts.llm.form import FormError, FormField, assemble, clean_text_value, form_fields
@@ -222,17 +222,20 @@ class HFBackend:
     # --- generation ---------------------------------------------------------------------------------------
 
     def generate(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
+        results: list[LLMResponse | None] = [None] * len(requests)
+        for index, response in self.generate_as_completed(requests):
+            results[index] = response
+        return [r for r in results if r is not None]
+
+    def generate_as_completed(self, requests: Sequence[LLMRequest]) -> Iterator[tuple[int, LLMResponse]]:
+        """Answers batch by batch, as each batch finishes."""
         prompts = [self._prompt_ids(r) for r in requests]
         # Similar lengths together: less padding per batch.
         order = sorted(range(len(requests)), key=lambda i: len(prompts[i]))
-        results: list[LLMResponse | None] = [None] * len(requests)
         size = self.options.batch_size
         for start in range(0, len(order), size):
             chunk = order[start:start + size]
-            for i, response in zip(chunk, self._generate_batch([requests[i] for i in chunk],
-                                                               [prompts[i] for i in chunk])):
-                results[i] = response
-        return [r for r in results if r is not None]
+            yield from zip(chunk, self._generate_batch([requests[i] for i in chunk], [prompts[i] for i in chunk]))
 
     def _generate_batch(self, requests: list[LLMRequest], prompts: list[list[int]]) -> list[LLMResponse]:
         import torch

@@ -17,8 +17,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any, Iterator, Sequence
 from urllib.parse import urlparse
 
 from workflow_scripts.config.generate import BackendOptions
@@ -64,11 +64,24 @@ class OpenAIBackend:
         return model_identity("openai", self.model, self.revision)
 
     def generate(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
+        results: list[LLMResponse | None] = [None] * len(requests)
+        for index, response in self.generate_as_completed(requests):
+            results[index] = response
+        return [r for r in results if r is not None]
+
+    def generate_as_completed(self, requests: Sequence[LLMRequest]) -> Iterator[tuple[int, LLMResponse]]:
+        """Answers in the order they arrive (no waiting for a slow retry); requests not yet sent are
+        cancelled when the caller stops early."""
         if not requests:
-            return []
-        workers = min(self.options.max_concurrency, len(requests))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-http") as pool:
-            return list(pool.map(self._one, requests))
+            return
+        pool = ThreadPoolExecutor(max_workers=min(self.options.max_concurrency, len(requests)),
+                                  thread_name_prefix="llm-http")
+        try:
+            futures = {pool.submit(self._one, request): index for index, request in enumerate(requests)}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _body(self, request: LLMRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
