@@ -11,6 +11,7 @@ from snakemake.exceptions import WorkflowError
 
 from workflow_scripts import dvc_yaml, pipeline
 from workflow_scripts.config import load_config
+from workflow_scripts.core import environments
 
 STARTED = time.time()
 
@@ -100,6 +101,15 @@ def stage_log(stage):
 def stage_command(stage):
     """The job's command, exactly as the plan (and dvc.yaml) has it."""
     return lambda wildcards: _job(stage, wildcards).cmd
+
+
+def stage_conda(stage):
+    """The environment file that holds the job's backend (workflow_scripts/core/environments.py), per job: a generate
+    job whose generator runs on vLLM gets envs/gpu-generation.yaml, its siblings on API models do not."""
+    def conda_env(wildcards):
+        return os.path.join(workflow.basedir, environments.conda_env(CFG, stage, wildcards.get("experiment")))
+
+    return conda_env
 
 
 def stage_threads(stage):

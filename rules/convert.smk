@@ -14,6 +14,6 @@ rule convert:
     resources:
         **stage_resources("convert"),
     conda:
-        "../envs/gpu-training.yaml"
+        stage_conda("convert")
     shell:
         "{params.command}"

@@ -14,7 +14,7 @@ rule diversity:
     resources:
         **stage_resources("diversity"),
     conda:
-        "../envs/cpu.yaml"
+        stage_conda("diversity")
     shell:
         "{params.command}"
 
@@ -32,6 +32,6 @@ rule diversity_summary:
     resources:
         **stage_resources("diversity_summary"),
     conda:
-        "../envs/cpu.yaml"
+        stage_conda("diversity_summary")
     shell:
         "{params.command}"

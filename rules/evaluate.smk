@@ -14,7 +14,7 @@ rule eval_tasks:
     resources:
         **stage_resources("eval_tasks"),
     conda:
-        "../envs/cpu.yaml"
+        stage_conda("eval_tasks")
     shell:
         "{params.command}"
 
@@ -32,7 +32,7 @@ rule evaluate_pt:
     resources:
         **stage_resources("evaluate_pt"),
     conda:
-        "../envs/gpu-training.yaml"
+        stage_conda("evaluate_pt")
     shell:
         "{params.command}"
 
@@ -50,6 +50,6 @@ rule evaluate_sft:
     resources:
         **stage_resources("evaluate_sft"),
     conda:
-        "../envs/gpu-training.yaml"
+        stage_conda("evaluate_sft")
     shell:
         "{params.command}"

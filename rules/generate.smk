@@ -14,6 +14,6 @@ rule generate:
     resources:
         **stage_resources("generate"),
     conda:
-        "../envs/cpu.yaml"
+        stage_conda("generate")
     shell:
         "{params.command}"

@@ -14,6 +14,6 @@ rule local_models:
     resources:
         **stage_resources("local_models"),
     conda:
-        "../envs/cpu.yaml"
+        stage_conda("local_models")
     shell:
         "{params.command}"

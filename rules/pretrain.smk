@@ -14,6 +14,6 @@ rule pretrain:
     resources:
         **stage_resources("pretrain"),
     conda:
-        "../envs/gpu-training.yaml"
+        stage_conda("pretrain")
     shell:
         "{params.command}"

@@ -14,6 +14,6 @@ rule real_corpus:
     resources:
         **stage_resources("real_corpus"),
     conda:
-        "../envs/cpu.yaml"
+        stage_conda("real_corpus")
     shell:
         "{params.command}"

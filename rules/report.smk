@@ -19,6 +19,6 @@ rule report:
     resources:
         **stage_resources("report"),
     conda:
-        "../envs/cpu.yaml"
+        stage_conda("report")
     shell:
         "{params.command}"

@@ -14,6 +14,6 @@ rule sft:
     resources:
         **stage_resources("sft"),
     conda:
-        "../envs/gpu-training.yaml"
+        stage_conda("sft")
     shell:
         "{params.command}"

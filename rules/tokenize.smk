@@ -14,7 +14,7 @@ rule tokenize_real:
     resources:
         **stage_resources("tokenize_real"),
     conda:
-        "../envs/cpu.yaml"
+        stage_conda("tokenize_real")
     shell:
         "{params.command}"
 
@@ -32,7 +32,7 @@ rule tokenize_synthetic:
     resources:
         **stage_resources("tokenize_synthetic"),
     conda:
-        "../envs/cpu.yaml"
+        stage_conda("tokenize_synthetic")
     shell:
         "{params.command}"
 
@@ -50,6 +50,6 @@ rule mix:
     resources:
         **stage_resources("mix"),
     conda:
-        "../envs/cpu.yaml"
+        stage_conda("mix")
     shell:
         "{params.command}"

@@ -15,7 +15,7 @@ rule topic_extraction:
     resources:
         **stage_resources("topic_extraction"),
     conda:
-        "../envs/cpu.yaml"
+        stage_conda("topic_extraction")
     shell:
         "{params.command}"
 
@@ -33,7 +33,7 @@ rule topics:
     resources:
         **stage_resources("topics"),
     conda:
-        "../envs/cpu.yaml"
+        stage_conda("topics")
     shell:
         "{params.command}"
 
@@ -51,6 +51,6 @@ rule sample_topics:
     resources:
         **stage_resources("sample_topics"),
     conda:
-        "../envs/cpu.yaml"
+        stage_conda("sample_topics")
     shell:
         "{params.command}"

@@ -20,8 +20,8 @@ def environment(project: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", XDG_CACHE_HOME=str(project / ".cache"),
-        DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1",
-        TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(project),
+        DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+        OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(project),
     )
     return env
 

@@ -71,10 +71,20 @@ def launcher(stage: Stage, config: PipelineConfig) -> list[str]:
     return [PYTHON, "-m", stage.module]
 
 
+HF_OFFLINE = ("HF_HUB_OFFLINE=1", "HF_DATASETS_OFFLINE=1", "TRANSFORMERS_OFFLINE=1")
+
+
+def environment_prefix(config: PipelineConfig) -> list[str]:
+    """``env`` with the Hugging Face offline flags when ``hub.offline``. On the command line rather than set by
+    the stage: huggingface_hub and datasets read them once, at import, and every process the command starts
+    (torchrun's and srun's workers, lm-eval, vLLM's engine) inherits them."""
+    return ["env", *HF_OFFLINE] if config.hub.offline else []
+
+
 def command(stage: Stage, config: PipelineConfig, config_file: str, experiment: str | None,
             inputs: dict[str, str], out: str, log: str) -> str:
     """The stage's command line: the same string in dvc.yaml and in the Snakemake rule."""
-    words = launcher(stage, config) + ([stage.subcommand] if stage.subcommand else [])
+    words = environment_prefix(config) + launcher(stage, config) + ([stage.subcommand] if stage.subcommand else [])
     words += ["--config", config_file]
     if stage.per_experiment:
         words += ["--experiment", experiment or ""]

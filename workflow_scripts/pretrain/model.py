@@ -10,7 +10,7 @@ import datetime as dt
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -143,22 +143,44 @@ def transformer_config(arch: ModelArch, config: PretrainConfig, runtime: Runtime
     )
 
 
+LayerSpecName = Literal["transformer_engine", "local"]
+
+
 def layer_spec(config: PretrainConfig, runtime: Runtime):
-    """Transformer Engine's layers on GPU when installed (and wanted); megatron-core's local ones otherwise."""
+    """Transformer Engine's layers on GPU when installed (and wanted); megatron-core's local ones otherwise.
+    A GPU run that wants Transformer Engine and finds it missing warns: it trains, but slower."""
     from megatron.core.models.gpt.gpt_layer_specs import (
         get_gpt_layer_local_spec,
         get_gpt_layer_with_transformer_engine_spec,
     )
 
-    if use_transformer_engine(config, runtime):
+    name = layer_spec_name(config, runtime)
+    if name == "transformer_engine":
         log.info("layer spec: Transformer Engine")
         return get_gpt_layer_with_transformer_engine_spec()
-    log.info("layer spec: megatron-core local")
+    if transformer_engine_missing(config, runtime):
+        log.warning(
+            "Transformer Engine is not installed: training on the GPU with megatron-core's local layer spec, which "
+            "runs layernorm, linear layers and attention as separate unfused PyTorch ops (lower throughput than "
+            "Transformer Engine's fused kernels). Install it as envs/gpu-training.post-deploy.sh does (docs/cluster.md "
+            "'Environments'), or set pretrain.transformer_engine: false to choose the local spec")
+    else:
+        log.info("layer spec: megatron-core local")
     return get_gpt_layer_local_spec(normalization="RMSNorm")
+
+
+def layer_spec_name(config: PretrainConfig, runtime: Runtime) -> LayerSpecName:
+    """Which layer spec :func:`layer_spec` builds, as the run records it (``layer_spec`` in pretrain.json)."""
+    return "transformer_engine" if use_transformer_engine(config, runtime) else "local"
 
 
 def use_transformer_engine(config: PretrainConfig, runtime: Runtime) -> bool:
     return not runtime.on_cpu and config.transformer_engine and _has_transformer_engine()
+
+
+def transformer_engine_missing(config: PretrainConfig, runtime: Runtime) -> bool:
+    """A GPU run that asks for Transformer Engine (pretrain.transformer_engine) without it installed."""
+    return not runtime.on_cpu and config.transformer_engine and not _has_transformer_engine()
 
 
 def _has_transformer_engine() -> bool:

@@ -459,6 +459,7 @@ def _prepare_work_dir(work: Path, fingerprint: str, resume: bool) -> None:
 def _publish(out: Path, final: Path, work: Path, mix: Mix, plan: Plan, config: PretrainConfig,
              job: JobIdentity, runtime, dtype_name: str, world: int) -> None:
     from workflow_scripts.pretrain.metrics import read_metrics
+    from workflow_scripts.pretrain.model import layer_spec_name
 
     rows = read_metrics(work / "metrics.tsv")
     info = {
@@ -472,6 +473,7 @@ def _publish(out: Path, final: Path, work: Path, mix: Mix, plan: Plan, config: P
         "global_batch_size": plan.global_batch,
         "tokens": plan.train_steps * plan.tokens_per_step(),
         "precision": dtype_name,
+        "layer_spec": layer_spec_name(config, runtime),
         "device": "cpu" if runtime.on_cpu else "cuda",
         "world_size": world,
         "tensor_parallel_size": config.tensor_parallel_size,
