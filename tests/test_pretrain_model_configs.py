@@ -14,7 +14,7 @@ from workflow_scripts.config.model_configs import (
     padded_vocab_size,
     param_count,
 )
-from workflow_scripts.config.pretrain import PARAM_KEYS, PARAM_KEYS_CONVERT, PretrainConfig
+from workflow_scripts.config.pretrain import PARAM_KEYS, PARAM_KEYS_CONVERT, UNTRACKED_KEYS, PretrainConfig
 
 
 def llama_params(vocab: int, hidden: int, ffn: int, layers: int) -> int:
@@ -95,5 +95,5 @@ def test_pretrain_config_refuses_impossible_values(bad, message):
 
 def test_param_keys_cover_every_field_once():
     fields = set(PretrainConfig.model_fields)
-    keys = [k.removeprefix("pretrain.") for k in PARAM_KEYS + PARAM_KEYS_CONVERT]
+    keys = [k.removeprefix("pretrain.") for k in PARAM_KEYS + PARAM_KEYS_CONVERT + UNTRACKED_KEYS]
     assert sorted(keys) == sorted(fields)

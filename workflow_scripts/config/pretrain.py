@@ -29,6 +29,9 @@ PARAM_KEYS = tuple(
     )
 )
 PARAM_KEYS_CONVERT = ("pretrain.export_dtype",)
+# Read by the stage but tracked by no job: when to checkpoint changes nothing a resumed run computes, so
+# changing it must neither rerun a finished job nor restart one in progress.
+UNTRACKED_KEYS = ("pretrain.checkpoint_every_minutes",)
 
 
 class PretrainConfig(Section):

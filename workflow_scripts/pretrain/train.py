@@ -48,7 +48,7 @@ from typing import Any, Callable
 
 from workflow_scripts.config import ConfigError
 from workflow_scripts.config.model_configs import ModelArch, flops_per_token, get_arch, padded_vocab_size
-from workflow_scripts.config.pretrain import PARAM_KEYS, PretrainConfig
+from workflow_scripts.config.pretrain import PARAM_KEYS, UNTRACKED_KEYS, PretrainConfig
 from workflow_scripts.core.artifacts import ArtifactError, JobIdentity, build_artifact, read_manifest
 from workflow_scripts.core.cli import StageInterrupted, load_checked_config, run_main, stage_parser
 from workflow_scripts.core.hashing import hash_value
@@ -295,7 +295,7 @@ def _setup(mix: Mix, out: Path, config: PretrainConfig, plan: Plan, runtime, *, 
     work = work_dir(out)
     ckpt_root = work / "checkpoints"
     if rank == 0:
-        settings = config.model_dump(mode="json", exclude={"checkpoint_every_minutes"})  # timing, not training
+        settings = config.model_dump(mode="json", exclude={k.removeprefix("pretrain.") for k in UNTRACKED_KEYS})
         _prepare_work_dir(work, hash_value({"config": settings, "mix": mix_id, "world": world}), resume)
         checkpoint.clean_temporaries(ckpt_root)
     torch.distributed.barrier()
