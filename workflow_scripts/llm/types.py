@@ -123,6 +123,14 @@ class LLMBackend(Protocol):
     def generate(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]: ...
 
 
+def in_request_order(answers: Iterator[tuple[int, LLMResponse]], count: int) -> list[LLMResponse]:
+    """``generate`` from ``generate_as_completed``: the ``(index, response)`` pairs put back in request order."""
+    ordered: list[LLMResponse | None] = [None] * count
+    for index, response in answers:
+        ordered[index] = response
+    return [r for r in ordered if r is not None]
+
+
 def answers_as_they_come(backend: LLMBackend, requests: Sequence[LLMRequest]) -> Iterator[tuple[int, LLMResponse]]:
     """``(index, response)`` as soon as the backend has each one (all at the end for a backend that cannot)."""
     streaming = getattr(backend, "generate_as_completed", None)

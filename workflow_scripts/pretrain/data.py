@@ -80,7 +80,7 @@ class StepBatches:
         self._dataset, self._last_step, self._device = dataset, last_step, device
         self._layout = dict(global_batch=global_batch, micro_batch=micro_batch, dp_rank=dp_rank, dp_size=dp_size)
         self._num_microbatches = num_microbatches
-        self._pin = getattr(device, "type", str(device)) == "cuda"
+        self._pin = device.type == "cuda"
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-prefetch")
         self._ahead: dict[int, Future] = {}
 

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 
 from workflow_scripts.config.generate import BackendOptions
 from workflow_scripts.llm.form import FormError, FormField, assemble, clean_text_value, form_fields
-from workflow_scripts.llm.types import LLMRequest, LLMResponse, finish_response, model_identity
+from workflow_scripts.llm.types import LLMRequest, LLMResponse, finish_response, in_request_order, model_identity
 
 log = logging.getLogger(__name__)
 
@@ -222,10 +222,7 @@ class HFBackend:
     # --- generation ---------------------------------------------------------------------------------------
 
     def generate(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
-        results: list[LLMResponse | None] = [None] * len(requests)
-        for index, response in self.generate_as_completed(requests):
-            results[index] = response
-        return [r for r in results if r is not None]
+        return in_request_order(self.generate_as_completed(requests), len(requests))
 
     def generate_as_completed(self, requests: Sequence[LLMRequest]) -> Iterator[tuple[int, LLMResponse]]:
         """Answers batch by batch, as each batch finishes."""

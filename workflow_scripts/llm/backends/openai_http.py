@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 from urllib.parse import urlparse
 
 from workflow_scripts.config.generate import BackendOptions
-from workflow_scripts.llm.types import LLMRequest, LLMResponse, finish_response, model_identity
+from workflow_scripts.llm.types import LLMRequest, LLMResponse, finish_response, in_request_order, model_identity
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,7 @@ class OpenAIBackend:
         return model_identity("openai", self.model, self.revision)
 
     def generate(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
-        results: list[LLMResponse | None] = [None] * len(requests)
-        for index, response in self.generate_as_completed(requests):
-            results[index] = response
-        return [r for r in results if r is not None]
+        return in_request_order(self.generate_as_completed(requests), len(requests))
 
     def generate_as_completed(self, requests: Sequence[LLMRequest]) -> Iterator[tuple[int, LLMResponse]]:
         """Answers in the order they arrive (no waiting for a slow retry); requests not yet sent are
