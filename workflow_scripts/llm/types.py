@@ -94,6 +94,7 @@ class LLMResponse:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: FinishReason = "stop"
+    cached_prompt_tokens: int = 0  # of prompt_tokens, those the provider served from its prompt cache
     error: str | None = field(default=None, compare=False)
     transient: bool = field(default=False, compare=False)
 
@@ -104,6 +105,7 @@ class LLMResponse:
     def from_dict(cls, data: dict[str, Any]) -> "LLMResponse":
         return cls(text=data["text"], parsed=data.get("parsed"), prompt_tokens=int(data.get("prompt_tokens", 0)),
                    completion_tokens=int(data.get("completion_tokens", 0)),
+                   cached_prompt_tokens=int(data.get("cached_prompt_tokens", 0)),
                    finish_reason=data.get("finish_reason", "stop"), error=data.get("error"),
                    transient=bool(data.get("transient", False)))
 
