@@ -13,6 +13,7 @@ from what they expect.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import platform
@@ -93,6 +94,27 @@ class ArtifactBuilder:
         self.path = path
         self.counts: dict[str, float | int] = {}
         self.info: dict[str, Any] = {}
+        # Facts of this run only (timings, cache hits, dollars paid now): written beside the artifact,
+        # never into its content-hashed files, so an identical rebuild gives identical bytes.
+        self.run: dict[str, Any] = {}
+
+
+def run_facts_path(out_dir: Path | str) -> Path:
+    """The untracked sidecar holding the last build's run facts: ``<parent>/<name>.run.json``."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f"{out_dir.name}.run.json"
+
+
+def read_run_facts(out_dir: Path | str) -> dict[str, Any]:
+    path = run_facts_path(out_dir)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_run_facts(out_dir: Path, facts: dict[str, Any]) -> None:
+    path = run_facts_path(out_dir)
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
+    tmp.write_text(json.dumps(facts, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
 
 
 def remove_stale_temporaries(out_dir: Path) -> None:
@@ -149,6 +171,9 @@ def build_artifact(
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
+        _write_run_facts(out_dir, {"wall_time_s": round(time.perf_counter() - started, 3),
+                                   "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                                   **builder.run})
         log.info("wrote %s (%s)", out_dir, canonical_json(builder.counts))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
