@@ -128,6 +128,26 @@ def test_http_backend_against_local_server(server, monkeypatch):
         assert response.prompt_tokens > 0 and response.completion_tokens > 0
 
 
+def test_http_backend_batch_mode_through_the_local_server(server, tmp_path):
+    """The same schema-constrained requests through the Batch API stand-in: files up, batch, files down."""
+    from workflow_scripts.llm.cache import CachedBackend, RequestCache
+    from workflow_scripts.llm.loader import batch_state_dir
+
+    srv = server()
+    spec = ModelSpec(path="tiny", backend="openai", revision="r1")
+    options = BackendOptions(base_url=srv.base_url, api_key_env=None, mode="batch", batch_poll_interval_s=0.05)
+    requests = _requests(n_per_template=1)
+    with RequestCache(tmp_path / "cache") as cache:
+        cached = CachedBackend(LazyBackend(spec, None, options, state_dir=batch_state_dir(tmp_path / "cache")),
+                               cache)
+        responses = cached.generate(requests)
+        assert srv.batch_creates == 1 and srv.completion_calls == 0 and len(cache) == len(requests)
+    for request, response in zip(requests, responses):
+        assert response.finish_reason == "stop", response.error
+        jsonschema.validate(response.parsed, request.json_schema)
+        assert response.prompt_tokens > 0 and response.completion_tokens > 0
+
+
 @pytest.mark.parametrize("status", [429, 503])
 def test_http_backend_retries_with_backoff(server, status):
     srv = server(fail_first=3, fail_status=status)
@@ -206,7 +226,7 @@ def test_vllm_backend_maps_onto_the_documented_offline_api(monkeypatch, tmp_path
 
 
 def _openai(mode):
-    from workflow_scripts.llm.backends.openai_http import OpenAIBackend
+    from workflow_scripts.llm.backends.openai_api import OpenAIBackend
 
     return OpenAIBackend("gpt-4-0613", "0613", BackendOptions(base_url="http://127.0.0.1:9/v1"), mode)
 
@@ -214,9 +234,9 @@ def _openai(mode):
 def test_openai_structured_output_modes_shape_the_request():
     schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
     request = LLMRequest(messages=[{"role": "user", "content": "Answer in JSON."}], json_schema=schema)
-    assert _openai("json_schema")._body(request)["response_format"]["type"] == "json_schema"
-    assert _openai("json_object")._body(request)["response_format"] == {"type": "json_object"}
-    assert "response_format" not in _openai("none")._body(request)
+    assert _openai("json_schema").body(request)["response_format"]["type"] == "json_schema"
+    assert _openai("json_object").body(request)["response_format"] == {"type": "json_object"}
+    assert "response_format" not in _openai("none").body(request)
 
 
 def test_json_mode_without_the_word_json_is_refused_before_any_call():

@@ -62,11 +62,21 @@ class BackendOptions(Section):
     api_key_env: str | None = Field("OPENAI_API_KEY", description="environment variable holding the key")
     max_concurrency: int = Field(8, gt=0, description="requests in flight at once")
     timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(6, ge=0, description="retries on 429 / 5xx / timeouts / connection errors")
+    max_retries: int = Field(6, ge=0, description="retries on 429 / 408 / 409 / 5xx / timeouts / connection "
+                             "errors; in batch mode, resubmissions of a batch's failed or expired lines")
     backoff_initial_s: float = Field(1.0, ge=0)
     backoff_max_s: float = Field(60.0, ge=0)
     send_seed: bool = Field(True, description="send the per-request seed (OpenAI: best-effort determinism)")
     strict_schema: bool = Field(True, description="response_format json_schema with strict=true")
+    mode: Literal["online", "batch"] = Field(
+        "online", description="openai: 'online' sends each request as it is asked (max_concurrency in flight); "
+        "'batch' sends all of a call's requests as Batch API jobs (JSONL upload, results within "
+        "completion_window, at the Batch API's price); submitted batch ids are recorded under the request "
+        "cache's batches/ folder, so a killed job resumes polling instead of submitting again")
+    batch_poll_interval_s: float = Field(30.0, gt=0, description="batch mode: seconds between status checks")
+    batch_max_requests: int = Field(50_000, gt=0, description="batch mode: requests per batch (the Batch API "
+                                    "takes up to 50,000 lines and 200 MB per file)")
+    completion_window: Literal["24h"] = Field("24h", description="batch mode: the Batch API's completion window")
     # vLLM offline
     tensor_parallel_size: int = Field(1, gt=0)
     enable_prefix_caching: bool = True
@@ -153,12 +163,18 @@ class GenerationConfig(Section):
     json_schema: SchemaBounds = SchemaBounds()
     render: RenderConfig = RenderConfig()
     max_attempts: int = Field(3, gt=0, description="tries per generation before it is recorded as a failure")
-    requests_per_batch: int = Field(32, gt=0, description="requests handed to the backend at once (also the "
-                                    "checkpoint granularity of the cache)")
+    requests_per_batch: int = Field(32, gt=0, description="requests handed to the backend at once; for API "
+                                    "models several times backend.max_concurrency, or the endpoint idles "
+                                    "at the end of every call (answers are cached as they arrive either way)")
     plan_chunk_size: int = Field(4096, gt=0, description="generations planned, asked and written at a time "
                                  "(bounds memory at paper scale)")
     rows_per_shard: int = Field(50_000, gt=0)
     topic_extraction: TopicExtractionConfig = TopicExtractionConfig()
+    budget_usd: float | None = Field(
+        None, ge=0, description="most dollars one experiment's generations may cost at the generator's "
+        "models.NAME.price (answers from the request cache count too); before each batch of requests the stage "
+        "adds an upper-bound estimate and stops, publishing nothing, when it would exceed this. Raise it and "
+        "rerun to resume from the cache. null: no cap. Not part of any fingerprint")
 
     def decoding_for(self, model: str) -> Decoding:
         options = self.models.get(model)
@@ -189,7 +205,7 @@ def extraction_model(config: Any) -> str:
         if extraction.model not in config.models:
             raise ValueError(f"generate.topic_extraction.model: {extraction.model!r} is not in 'models'")
         return extraction.model
-    for name in config.synthetic_experiments():
+    for name in config.generated_experiments():
         spec = config.experiments[name].synthetic
         assert spec is not None
         return spec.generator

@@ -3,10 +3,13 @@
 It serves a Hugging Face model through the transformers backend (requests arriving together are batched)
 so the HTTP backend can be tested for real, and a tiny local model can stand in for an API in a
 default run. Endpoints: ``POST /v1/chat/completions`` (messages, temperature, top_p, max_tokens,
-seed, ``response_format`` json_schema), ``GET /v1/models``, ``GET /health``.
+seed, ``response_format`` json_schema), ``GET /v1/models``, ``GET /health``, and a Batch API stand-in:
+``POST /v1/files`` (multipart upload), ``GET /v1/files/ID`` and ``/v1/files/ID/content``, ``POST /v1/batches``,
+``GET /v1/batches/ID`` (each batch's lines are answered like online requests, in a background thread).
 
 ``--fail-first N --fail-status 429`` answers the first N completion calls with that status (and
-``Retry-After: 0``): a test switch to exercise clients' retries.
+``Retry-After: 0``): a test switch to exercise clients' retries. ``batch_fail_lines=N`` (in Python) puts the
+first N batch lines into the error file as HTTP 500 answers.
 
     python -m workflow_scripts.llm.server --model data/local_models/tiny --port 8011
 """
@@ -14,9 +17,12 @@ seed, ``response_format`` json_schema), ``GET /v1/models``, ``GET /health``.
 from __future__ import annotations
 
 import argparse
+import email.parser
+import email.policy
 import json
 import logging
 import queue
+import re
 import threading
 import time
 import uuid
@@ -44,9 +50,12 @@ class _Batcher:
         self._thread.start()
 
     def submit(self, request: LLMRequest) -> LLMResponse:
+        return self.submit_future(request).result()
+
+    def submit_future(self, request: LLMRequest) -> "Future[LLMResponse]":
         future: Future = Future()
         self._queue.put((request, future))
-        return future.result()
+        return future
 
     def stop(self) -> None:
         self._queue.put(None)
@@ -82,7 +91,8 @@ class ChatServer(ThreadingHTTPServer):
 
     def __init__(self, backend: LLMBackend, *, host: str = "127.0.0.1", port: int = 0,
                  model_name: str = "local", batch_size: int = 8, batch_wait_s: float = 0.02,
-                 fail_first: int = 0, fail_status: int = 503) -> None:
+                 fail_first: int = 0, fail_status: int = 503, batch_fail_lines: int = 0,
+                 batch_delay_s: float = 0.0) -> None:
         if host not in LOOPBACK_HOSTS:
             raise ValueError(f"the server binds to loopback only ({LOOPBACK_HOSTS}), not {host!r}")
         super().__init__((host, port), _Handler)
@@ -92,6 +102,12 @@ class ChatServer(ThreadingHTTPServer):
         self.fail_status = fail_status
         self.completion_calls = 0  # every POST to /chat/completions, failed ones included
         self.lock = threading.Lock()
+        self.files: dict[str, tuple[dict[str, Any], bytes]] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.batch_creates = 0
+        self.batch_lines = 0  # lines answered in batches
+        self.batch_fail_remaining = batch_fail_lines
+        self.batch_delay_s = batch_delay_s
 
     @property
     def base_url(self) -> str:
@@ -107,6 +123,86 @@ class ChatServer(ThreadingHTTPServer):
         self.shutdown()
         self.batcher.stop()
         self.server_close()
+
+
+def completion_body(answer: LLMResponse, model: str) -> dict[str, Any]:
+    """An LLMResponse as an OpenAI chat-completion object."""
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": answer.text, "refusal": None},
+            "finish_reason": "length" if answer.finish_reason == "length" else "stop",
+        }],
+        "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
+                  "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+                  "prompt_tokens_details": {"cached_tokens": answer.cached_prompt_tokens}},
+    }
+
+
+def _store_file(server: ChatServer, content: bytes, purpose: str, filename: str) -> dict[str, Any]:
+    meta = {"id": f"file-{uuid.uuid4().hex[:16]}", "object": "file", "bytes": len(content),
+            "created_at": int(time.time()), "filename": filename, "purpose": purpose, "status": "processed"}
+    with server.lock:
+        server.files[meta["id"]] = (meta, content)
+    return meta
+
+
+def _run_batch(server: ChatServer, batch_id: str) -> None:
+    """Answer every line of a batch's input file; write the output and error files; mark it completed."""
+    batch = server.batches[batch_id]
+    batch.update(status="in_progress", in_progress_at=int(time.time()))
+    if server.batch_delay_s:
+        time.sleep(server.batch_delay_s)
+    _, content = server.files[batch["input_file_id"]]
+    pending: list[tuple[str, str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    for raw in content.decode().splitlines():
+        if not raw.strip():
+            continue
+        line = json.loads(raw)
+        with server.lock:
+            failing = server.batch_fail_remaining > 0
+            server.batch_fail_remaining -= failing
+        if failing:
+            errors.append({"id": f"batch_req_{uuid.uuid4().hex[:12]}", "custom_id": line["custom_id"],
+                           "response": {"status_code": 500, "request_id": uuid.uuid4().hex,
+                                        "body": {"error": {"message": "injected failure (batch_fail_lines)",
+                                                           "type": "server_error", "code": None}}},
+                           "error": None})
+            continue
+        body = line["body"]
+        pending.append((line["custom_id"], body.get("model", server.model_name),
+                        server.batcher.submit_future(request_from_body(body))))
+    outputs = []
+    for key, model, future in pending:
+        outputs.append({"id": f"batch_req_{uuid.uuid4().hex[:12]}", "custom_id": key,
+                        "response": {"status_code": 200, "request_id": uuid.uuid4().hex,
+                                     "body": completion_body(future.result(), model)}, "error": None})
+    with server.lock:
+        server.batch_lines += len(outputs)
+    dump = lambda items: "".join(json.dumps(item) + "\n" for item in items).encode()  # noqa: E731
+    batch["output_file_id"] = _store_file(server, dump(outputs), "batch_output", "output.jsonl")["id"] \
+        if outputs else None
+    batch["error_file_id"] = _store_file(server, dump(errors), "batch_output", "errors.jsonl")["id"] \
+        if errors else None
+    batch["request_counts"] = {"total": len(outputs) + len(errors), "completed": len(outputs),
+                               "failed": len(errors)}
+    batch.update(status="completed", completed_at=int(time.time()))
+
+
+def _multipart(content_type: str, raw: bytes) -> dict[str, tuple[str | None, bytes]]:
+    """The parts of a multipart/form-data body: name -> (filename, bytes)."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+    parts = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        parts[str(name)] = (part.get_filename(), part.get_payload(decode=True) or b"")
+    return parts
 
 
 def request_from_body(body: dict[str, Any]) -> LLMRequest:
@@ -128,6 +224,7 @@ def request_from_body(body: dict[str, Any]) -> LLMRequest:
 class _Handler(BaseHTTPRequestHandler):
     server: ChatServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s " + format, self.address_string(), *args)
@@ -147,19 +244,81 @@ class _Handler(BaseHTTPRequestHandler):
                                       if status < 500 else "server_error", "code": status}}, headers)
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        if self.path.rstrip("/") in ("/health", "/v1/health"):
+        path = self.path.split("?")[0].rstrip("/")
+        server = self.server
+        if path in ("/health", "/v1/health"):
             self._send(200, {"status": "ok"})
-        elif self.path.rstrip("/") == "/v1/models":
-            self._send(200, {"object": "list", "data": [{"id": self.server.model_name, "object": "model"}]})
+        elif path == "/v1/models":
+            self._send(200, {"object": "list", "data": [{"id": server.model_name, "object": "model"}]})
+        elif match := re.fullmatch(r"/v1/files/([\w-]+)(/content)?", path):
+            if match.group(1) not in server.files:
+                self._error(404, f"no file {match.group(1)}")
+                return
+            meta, content = server.files[match.group(1)]
+            if match.group(2):
+                self._send_bytes(200, content, "application/octet-stream")
+            else:
+                self._send(200, meta)
+        elif match := re.fullmatch(r"/v1/batches/([\w-]+)", path):
+            if match.group(1) not in server.batches:
+                self._error(404, f"no batch {match.group(1)}")
+            else:
+                self._send(200, dict(server.batches[match.group(1)]))
         else:
             self._error(404, f"no route {self.path}")
 
-    def do_POST(self) -> None:  # noqa: N802
-        if self.path.rstrip("/") != "/v1/chat/completions":
-            self._error(404, f"no route {self.path}")
+    def _send_bytes(self, status: int, data: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _post_file(self, raw: bytes) -> None:
+        try:
+            parts = _multipart(self.headers.get("Content-Type", ""), raw)
+            filename, content = parts["file"]
+            purpose = parts["purpose"][1].decode()
+        except (KeyError, ValueError, UnicodeDecodeError) as error:
+            self._error(400, f"bad upload: {error!r}")
             return
+        self._send(200, _store_file(self.server, content, purpose, filename or "upload.jsonl"))
+
+    def _post_batch(self, raw: bytes) -> None:
+        server = self.server
+        try:
+            body = json.loads(raw)
+            input_file_id = body["input_file_id"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            self._error(400, f"bad batch: {error!r}")
+            return
+        if input_file_id not in server.files:
+            self._error(404, f"no file {input_file_id}")
+            return
+        batch = {"id": f"batch_{uuid.uuid4().hex[:16]}", "object": "batch", "endpoint": body.get("endpoint"),
+                 "input_file_id": input_file_id, "completion_window": body.get("completion_window", "24h"),
+                 "status": "validating", "created_at": int(time.time()), "output_file_id": None,
+                 "error_file_id": None, "metadata": body.get("metadata"),
+                 "request_counts": {"total": 0, "completed": 0, "failed": 0}}
+        with server.lock:
+            server.batches[batch["id"]] = batch
+            server.batch_creates += 1
+        threading.Thread(target=_run_batch, args=(server, batch["id"]), name="batch", daemon=True).start()
+        self._send(200, dict(batch))
+
+    def do_POST(self) -> None:  # noqa: N802
+        path = self.path.split("?")[0].rstrip("/")
         length = int(self.headers.get("Content-Length", 0))
         raw = self.rfile.read(length)
+        if path == "/v1/files":
+            self._post_file(raw)
+            return
+        if path == "/v1/batches":
+            self._post_batch(raw)
+            return
+        if path != "/v1/chat/completions":
+            self._error(404, f"no route {self.path}")
+            return
         server = self.server
         with server.lock:
             server.completion_calls += 1
@@ -180,19 +339,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as error:  # noqa: BLE001
             self._error(500, f"generation failed: {error}")
             return
-        self._send(200, {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model", server.model_name),
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": answer.text},
-                "finish_reason": "length" if answer.finish_reason == "length" else "stop",
-            }],
-            "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
-                      "total_tokens": answer.prompt_tokens + answer.completion_tokens},
-        })
+        self._send(200, completion_body(answer, body.get("model", server.model_name)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
