@@ -9,9 +9,9 @@ sys.path.insert(0, workflow.basedir)
 
 from snakemake.exceptions import WorkflowError
 
-from workflow_scripts import dvc_yaml, pipeline
-from workflow_scripts.config import load_config
-from workflow_scripts.core import environments
+from workflow_scripts import dvc_yaml, pipeline, validate
+from workflow_scripts.config import ConfigError
+from workflow_scripts.core import api_limits, environments
 
 STARTED = time.time()
 
@@ -36,14 +36,14 @@ def _relative(path):
 
 
 CONFIG_FILE = _relative(workflow.overwrite_configfiles[-1]) if workflow.overwrite_configfiles else "params.yaml"
-CFG = load_config(CONFIG_FILE)
-JOBS = {job.name: job for job in pipeline.plan(CFG, CONFIG_FILE)}
-
-_unknown = sorted(set(CFG.resources.stages) - set(pipeline.STAGES))
-if _unknown:
-    raise WorkflowError(
-        f"{CONFIG_FILE}: resources.stages names unknown stages {_unknown} (known: {sorted(pipeline.STAGES)})"
-    )
+# Every check runs here, while Snakemake plans (workflow_scripts/validate.py: schema, cross-field constraints,
+# external input files, the plan), so `snakemake -n` already fails on a configuration that would: no job starts.
+# The message alone (each problem with its key path or file), without Snakemake's traceback.
+try:
+    CFG, _PLAN = validate.validate(CONFIG_FILE)
+except ConfigError as error:
+    sys.exit(str(error))
+JOBS = {job.name: job for job in _PLAN}
 
 
 wildcard_constraints:
@@ -55,6 +55,24 @@ def _job(stage, wildcards):
     return JOBS[pipeline.job_name(stage, experiment)]
 
 
+def stamp_path(job):
+    return Path(".snakemake", "fingerprints", f"{job.name}.txt")
+
+
+def create_missing_stamps():
+    """Every job's stamp exists before Snakemake builds its DAG: Snakemake caches what it found missing, so a
+    stamp first written while it plans (by stale_stamp) could still count as missing for another target."""
+    for job in JOBS.values():
+        stamp = stamp_path(job)
+        if not stamp.is_file():
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(job.fingerprint)
+            os.utime(stamp, (0, 0))
+
+
+create_missing_stamps()
+
+
 def stale_stamp(job, current):
     """An input file dated now when the job's existing artifact is stale, else dated 1970.
 
@@ -63,7 +81,7 @@ def stale_stamp(job, current):
     checks files out. A current artifact gets ancient() inputs; a stale one gets plain inputs (so
     Snakemake also reruns its dependents) and this stamp dated now (so Snakemake reruns it).
     """
-    stamp = Path(".snakemake", "fingerprints", f"{job.name}.txt")
+    stamp = stamp_path(job)
     stale = not current and Path(job.out).exists()
     # Snakemake also compares a small input's checksum with the one it recorded: a stale stamp's content
     # changes too, so that it counts as updated whatever Snakemake's metadata holds.
@@ -76,13 +94,23 @@ def stale_stamp(job, current):
     return stamp.as_posix()
 
 
+def planned_externals(spec):
+    """The stage's external files; with WORKFLOW_SCRIPTS_INPUT_CHECKS=warn (planning a configuration whose data
+    lives elsewhere, e.g. `snakemake -n` on the paper's) the missing ones are left out, so the job graph still
+    builds: validate.py has warned about each, and the job that reads one fails."""
+    files = list(spec.externals(CFG))
+    if os.environ.get(validate.INPUT_CHECKS) == "warn":
+        files = [f for f in files if Path(f).exists()]
+    return files
+
+
 def stage_input(stage):
     spec = pipeline.STAGES[stage]
 
     def inputs(wildcards):
         job = _job(stage, wildcards)
         current = pipeline.artifact_is_current(job)
-        files = {**job.inputs, "code": list(spec.code), "external": list(spec.externals(CFG))}
+        files = {**job.inputs, "code": list(spec.code), "external": planned_externals(spec)}
         files = {name: ancient(paths) if current else paths for name, paths in files.items()}
         return {**files, "stamp": stale_stamp(job, current)}
 
@@ -129,7 +157,16 @@ def stage_resources(stage):
             resources["gres"] = f"gpu:{r.gpus}"
     elif r.gpus:
         resources["gpu"] = r.gpus
+    if stage in api_limits.API_STAGES:
+        for provider in api_limits.api_providers(CFG):
+            resources[provider] = api_requests_in_flight(stage, provider)
     return resources
+
+
+def api_requests_in_flight(stage, provider):
+    """`api_<provider>=N`: the requests a job keeps in flight at that provider (0 when it calls another one);
+    a global `--resources api_<provider>=CAP` (profiles/) bounds their sum over concurrent jobs."""
+    return lambda wildcards: api_limits.api_demand(CFG, stage, wildcards.get("experiment")).get(provider, 0)
 
 
 def record_in_dvc_lock():
@@ -137,4 +174,7 @@ def record_in_dvc_lock():
     so that `dvc status` agrees with Snakemake without a manual step."""
     manifests = {job.name: Path(job.out, "manifest.json") for job in JOBS.values()}
     ran = [name for name, manifest in manifests.items() if manifest.is_file() and manifest.stat().st_mtime >= STARTED]
+    if ran:  # this run validated the config as it planned: DVC's validate stage records that too
+        validate.write_validated(Path(validate.validated_path(CFG)), CONFIG_FILE)
+        ran = [dvc_yaml.VALIDATE, *ran]
     dvc_yaml.record_in_dvc_lock(ran, CONFIG_FILE)

@@ -16,16 +16,18 @@ because DVC does not keep mtimes on checkout and Snakemake's own metadata is abs
 
 from __future__ import annotations
 
+import logging
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from workflow_scripts.config import PipelineConfig
-from workflow_scripts.core.artifacts import MANIFEST, ArtifactError, input_hash, read_manifest
+from workflow_scripts.core.artifacts import MANIFEST, ArtifactError, files_match_manifest, input_hash, read_manifest
 from workflow_scripts.core.identity import fingerprint, param_keys
 from workflow_scripts.core.stages import STAGES, Stage, artifact
 
 PYTHON = "python"
+log = logging.getLogger(__name__)
 __all__ = ["STAGES", "Job", "artifact", "artifact_is_current", "final_outputs", "job_name", "plan"]
 
 
@@ -83,7 +85,8 @@ def environment_prefix(config: PipelineConfig) -> list[str]:
 
 def command(stage: Stage, config: PipelineConfig, config_file: str, experiment: str | None,
             inputs: dict[str, str], out: str, log: str) -> str:
-    """The stage's command line: the same string in dvc.yaml and in the Snakemake rule."""
+    """The stage's command line: the same string in dvc.yaml and in the Snakemake rule. Every word is quoted for
+    the shell (a data_root or config file with a space stays one argument)."""
     words = environment_prefix(config) + launcher(stage, config) + ([stage.subcommand] if stage.subcommand else [])
     words += ["--config", config_file]
     if stage.per_experiment:
@@ -91,7 +94,7 @@ def command(stage: Stage, config: PipelineConfig, config_file: str, experiment: 
     for name, value in {**inputs, **stage.options(config)}.items():
         words += [f"--{name.replace('_', '-')}", value]
     words += ["--out", out, "--log-file", log]
-    return " ".join(words)
+    return shlex.join(words)
 
 
 def plan(config: PipelineConfig, config_file: str = "params.yaml") -> list[Job]:
@@ -110,7 +113,7 @@ def plan(config: PipelineConfig, config_file: str = "params.yaml") -> list[Job]:
             fingerprints[out] = fingerprint(config, stage.name, experiment, upstream)
             jobs.append(Job(
                 stage=stage.name, experiment=experiment,
-                cmd=command(stage, config, shlex.quote(config_file), experiment, inputs, out, log),
+                cmd=command(stage, config, config_file, experiment, inputs, out, log),
                 inputs=inputs, deps=tuple(dict.fromkeys([*inputs.values(), *stage.code, *externals])),
                 params=param_keys(stage, config, experiment), out=out, log=log, fingerprint=fingerprints[out],
             ))
@@ -118,17 +121,23 @@ def plan(config: PipelineConfig, config_file: str = "params.yaml") -> list[Job]:
 
 
 def artifact_is_current(job: Job) -> bool:
-    """Whether the job's artifact was built from this plan and from its inputs' present content.
+    """Whether the job's artifact was built from this plan and from its inputs' present content, and its
+    files are still those its manifest lists.
 
     True when its manifest records the job's fingerprint and, for every upstream artifact, the content
-    id that artifact has now. Reads manifests only (no data hashing), so Snakemake can ask it for every
-    job at every start.
+    id that artifact has now, and every file has its recorded size and (where that is cheap: a stat
+    cache hit or a small file) its recorded hash (:func:`files_match_manifest`), so Snakemake can ask it
+    for every job at every start. A modified file makes the artifact stale: it is rebuilt.
     """
     try:
         manifest = read_manifest(job.out)
     except (ArtifactError, ValueError):
         return False
     if manifest.fingerprint != job.fingerprint:
+        return False
+    problem = files_match_manifest(job.out, manifest)
+    if problem is not None:
+        log.warning("%s is stale: %s", job.out, problem)
         return False
     recorded = set(manifest.inputs.values())  # by content, whatever names the stage gave its inputs
     for path in job.inputs.values():

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 from workflow_scripts.config.generate import PromptConfig, SchemaBounds
 from workflow_scripts.core.artifacts import InputError
 from workflow_scripts.core.hashing import hash_value
+from workflow_scripts.core.inputs import read_personas
 
 TEMPLATES = ("topic", "topic_styles", "topic_styles_persona", "multi_topic_styles_persona")
 ANSWER_LABELS = ("A", "B", "C", "D")
@@ -106,28 +107,7 @@ def default_personas_path() -> Path:
 
 def load_personas(path: str | Path = "builtin") -> list[str]:
     """Personas from a JSONL file of ``{"persona": "..."}`` (one per line); 'builtin' = the shipped file."""
-    file = default_personas_path() if str(path) == "builtin" else Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"persona file {file} does not exist")
-    personas: list[str] = []
-    seen: set[str] = set()
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"{file}:{number}: not valid JSON ({error.msg})") from None
-        persona = record.get("persona") if isinstance(record, dict) else None
-        if not isinstance(persona, str) or not persona.strip():
-            raise InputError(f"{file}:{number}: expected an object with a non-empty string 'persona'")
-        persona = " ".join(persona.split())
-        if persona not in seen:
-            seen.add(persona)
-            personas.append(persona)
-    if not personas:
-        raise InputError(f"{file}: no personas found")
-    return personas
+    return read_personas(default_personas_path() if str(path) == "builtin" else Path(path))
 
 
 # --- schema -----------------------------------------------------------------------------------------------
@@ -196,29 +176,27 @@ def _n_passages(bounds: SchemaBounds) -> str:
 
 def build_user_prompt(plan: GenerationPlan, prompts: PromptConfig, bounds: SchemaBounds,
                       layout: str = "json") -> str:
+    """The fixed instructions first and what varies per request (style, readers, topics) last, so requests
+    of one template share a long prefix (providers' prompt caches, vLLM's prefix cache)."""
     if layout == "form":
         return build_form_prompt(plan, prompts, bounds)
     guide = TEXTBOOK_GUIDE if plan.style is None else STYLE_GUIDES[plan.style]
-    parts: list[str] = []
+    parts = [_TASK.format(n_passages=_n_passages(bounds)), _FORMAT.format(shape=_shape(len(plan.personas)))]
+    if plan.personas:
+        parts.append("From the possible readers listed below, choose the one this material would suit best, put "
+                     "their number in \"audience\", and shape the tone, examples and depth for that reader.")
     if plan.template == "multi_topic_styles_persona":
-        topics = "\n".join(f"- {t.display(prompts.max_keywords)}" for t in (plan.topic, *plan.companions))
-        parts.append(
-            f"Here are several topics:\n{topics}\n"
-            "Decide which of them belong together and weave those into one piece of writing; if none fit "
-            "together, choose the single most promising topic and write about it alone."
-        )
-    else:
-        parts.append(f"Topic: {plan.topic.display(prompts.max_keywords)}")
+        parts.append("Of the topics listed below, decide which belong together and weave those into one piece of "
+                     "writing; if none fit together, choose the single most promising topic and write about it "
+                     "alone.")
     parts.append(f"Write in the manner of {guide}.")
     if plan.personas:
-        readers = "\n".join(f"{i}. {p}" for i, p in enumerate(plan.personas, start=1))
-        parts.append(
-            f"Possible readers:\n{readers}\n"
-            "Choose the reader this material would suit best, put their number in \"audience\", and shape "
-            "the tone, examples and depth for that reader."
-        )
-    parts.append(_TASK.format(n_passages=_n_passages(bounds)))
-    parts.append(_FORMAT.format(shape=_shape(len(plan.personas))))
+        parts.append("Possible readers:\n" + "\n".join(f"{i}. {p}" for i, p in enumerate(plan.personas, start=1)))
+    if plan.template == "multi_topic_styles_persona":
+        topics = "\n".join(f"- {t.display(prompts.max_keywords)}" for t in (plan.topic, *plan.companions))
+        parts.append(f"Topics:\n{topics}")
+    else:
+        parts.append(f"Topic: {plan.topic.display(prompts.max_keywords)}")
     return "\n\n".join(parts)
 
 
