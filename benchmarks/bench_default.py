@@ -26,7 +26,13 @@ from tests.project import copy_project, run  # noqa: E402
 
 
 def manifests(project: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((project / "data").rglob("manifest.json"))]
+    """Every artifact's manifest, with its run sidecar (``<artifact>.run.json``: timings) as ``run``."""
+    found = []
+    for path in sorted((project / "data").rglob("manifest.json")):
+        sidecar = path.parent.with_name(f"{path.parent.name}.run.json")
+        found.append({**json.loads(path.read_text()),
+                      "run": json.loads(sidecar.read_text()) if sidecar.is_file() else {}})
+    return found
 
 
 def job_times(project: Path) -> dict[str, list[float]]:
@@ -58,11 +64,11 @@ def llm_figures(found: list[dict]) -> dict[str, tuple[int, float]]:
     """stage -> (completion tokens, backend seconds) over the jobs that called the model."""
     figures: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
     for manifest in found:
-        counts, info = manifest.get("counts", {}), manifest.get("info", {})
-        if manifest["stage"] == "generate" and counts.get("backend_seconds"):
-            figures["generate"][0] += counts["backend_completion_tokens"]
-            figures["generate"][1] += counts["backend_seconds"]
-        cache = (info.get("cluster_agent_usage") or {}).get("cache") or {}
+        facts = {**manifest.get("counts", {}), **manifest["run"]}
+        if manifest["stage"] == "generate" and facts.get("backend_seconds"):
+            figures["generate"][0] += facts["backend_completion_tokens"]
+            figures["generate"][1] += facts["backend_seconds"]
+        cache = manifest["run"].get("judge_cache") or {}
         if cache.get("backend_seconds"):
             figures["diversity (judge)"][0] += cache["backend_completion_tokens"]
             figures["diversity (judge)"][1] += cache["backend_seconds"]
@@ -74,7 +80,7 @@ def report(project: Path, total_s: float | None) -> None:
     per_stage = job_times(project)
     if not per_stage:  # no Snakemake log: the stages' own timings (training stages count only publishing)
         for manifest in found:
-            per_stage[manifest["stage"]].append(float(manifest.get("wall_time_s") or 0.0))
+            per_stage[manifest["stage"]].append(float(manifest["run"].get("wall_time_s") or 0.0))
     per_stage.pop("all", None)
     print(f"{'stage':<20} {'jobs':>4} {'wall s (sum)':>13}")
     for stage, times in sorted(per_stage.items(), key=lambda item: -sum(item[1])):

@@ -12,8 +12,15 @@
      not those of a real model and are left out;
    - with a real (tiny, random, sampling at temperature 1) transformers judge on a small run: prompt and
      output tokens as counted by the backend (its outputs run to the schema's string bounds).
+3. With ``--single-line MB``: the standalone scorer (``python -m workflow_scripts.diversity``, a child
+   process) on one document of MB megabytes on a single line: seconds and peak RSS (the child's
+   ``ru_maxrss``), for ``--single-line-metrics`` (default: the lexical metrics and Vendi; K-means needs
+   at least k texts).
+   Long documents are hashed in 1 MB pieces and models see only their first tokens' characters, so the
+   peak is the distinct n-grams' arrays (about 100 bytes per token), not the text's tokenizations.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_diversity.py [--size-mb 50] [--out benchmarks/results/diversity.json]
+    OMP_NUM_THREADS=1 python benchmarks/bench_diversity.py --single-line 50   # only part 3
 """
 
 from __future__ import annotations
@@ -194,14 +201,49 @@ def agent_cost_tiny(docs: list[str]) -> dict:
     }
 
 
+# --- one huge document --------------------------------------------------------------------------------------
+
+
+def single_line(size_mb: float, metrics: str) -> dict:
+    """The standalone scorer on one ``size_mb`` MB single-line document: wall seconds and the child's peak RSS."""
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory() as folder:
+        corpus = Path(folder) / "one_line.txt"
+        with open(corpus, "w") as handle:
+            for doc in generate_corpus(size_mb):
+                handle.write(doc + " ")
+            handle.write("\n")
+        size = corpus.stat().st_size
+        command = [sys.executable, "-m", "workflow_scripts.diversity", str(corpus), "--metrics", metrics,
+                   "--quiet", "--output", str(Path(folder) / "scores.json")]
+        started = time.perf_counter()
+        subprocess.run(command, check=True)
+        seconds = time.perf_counter() - started
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        scores = json.loads((Path(folder) / "scores.json").read_text())
+    result = {"bytes": size, "metrics": metrics, "seconds": round(seconds, 1), "peak_rss_mb": round(peak_mb, 1),
+              "values": {name: entry["value"] for name, entry in scores.items()}}
+    log.info("single-line %.1f MB document (%s): %.1f s, peak RSS %.0f MB", size / 1e6, metrics, seconds, peak_mb)
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=float, default=50.0)
     parser.add_argument("--agent-rounds", type=int, default=500, help="N for the paper-settings cost estimate")
     parser.add_argument("--skip-agent", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/diversity.json"))
+    parser.add_argument("--single-line", type=float, default=None, metavar="MB",
+                        help="only run the standalone scorer on one MB-megabyte single-line document")
+    parser.add_argument("--single-line-metrics", default="lexical,vendi",
+                        help="metrics for --single-line (default: lexical,vendi; K-means needs k texts)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.single_line is not None:
+        print(json.dumps(single_line(args.single_line, args.single_line_metrics), indent=2))
+        return 0
     started = time.perf_counter()
     docs = generate_corpus(args.size_mb)
     log.info("generated %d documents in %.1f s", len(docs), time.perf_counter() - started)

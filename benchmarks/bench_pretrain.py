@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from workflow_scripts.config.model_configs import flops_per_token, get_arch, padded_vocab_size
     from workflow_scripts.config.pretrain import PretrainConfig
-    from workflow_scripts.pretrain.metrics import read_metrics
+    from workflow_scripts.core.artifacts import run_facts_path
+    from workflow_scripts.pretrain.metrics import TIMINGS_FILE, read_metrics
     from workflow_scripts.pretrain.synthetic import make_synthetic_mix
     from workflow_scripts.pretrain.train import run_training
 
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if rank != 0:
         return 0
 
-    rows = read_metrics(work / "out" / "metrics.tsv")
+    rows = read_metrics(run_facts_path(work / "out", TIMINGS_FILE))  # the per-step clock, beside the artifact
     timed = rows[args.skip:-1] or rows  # the last step is followed by the final checkpoint
     tokens_per_s = statistics.median(r["tokens_per_s"] for r in timed)
     flops = flops_per_token(arch, seq, padded_vocab_size(vocab))

@@ -187,7 +187,7 @@ def child_stage(args: argparse.Namespace) -> None:
     """Run the stage code exactly as the pipeline does (minus config loading) and print its counts."""
     import shutil
 
-    from workflow_scripts.core.artifacts import JobIdentity, read_manifest
+    from workflow_scripts.core.artifacts import JobIdentity, read_manifest, read_run_facts
     from workflow_scripts.tokenization.stage import Part, input_files, tokenize_parts
 
     out = Path(args.out)
@@ -201,15 +201,15 @@ def child_stage(args: argparse.Namespace) -> None:
         workers=args.workers,
     )
     wall = time.perf_counter() - started
-    counts = read_manifest(out).counts
+    counts, run = read_manifest(out).counts, read_run_facts(out)  # timings: in the run sidecar
     print(
         json.dumps(
             {
                 "chars": counts["chars"],
                 "tokens": counts["tokens"],
                 "documents": counts["documents"],
-                "seconds": counts["encode_seconds"],
-                "cpu_seconds": counts["encode_cpu_seconds"],
+                "seconds": run["encode_seconds"],
+                "cpu_seconds": run["encode_cpu_seconds"],
                 "wall_seconds": wall,
             }
         )

@@ -18,7 +18,7 @@ from workflow_scripts.config.diversity import (
     check_references,
     resolve_param_keys,
 )
-from workflow_scripts.core.artifacts import JobIdentity, build_artifact, read_manifest
+from workflow_scripts.core.artifacts import JobIdentity, build_artifact, read_manifest, read_run_facts
 from workflow_scripts.diversity import __main__ as cli
 from workflow_scripts.diversity.metrics import parse_metrics
 
@@ -231,7 +231,8 @@ def test_stage_all_metrics_with_local_models(tmp_path, tiny_llama_dir):
     assert stage.main(args) == 0
     rerun = json.loads((out / "scores.json").read_text())["cluster_agent"]
     assert rerun["value"] == scores["cluster_agent"]["value"]
-    cache = read_manifest(out).info["cluster_agent_usage"]["cache"]
+    assert "cache" not in read_manifest(out).info["cluster_agent_usage"]  # run-only: in the sidecar
+    cache = read_run_facts(out)["judge_cache"]
     assert cache["backend_requests"] == 0 and cache["hits"] == cache["requests"]
     assert cache["judge_loaded"] is False
     assert time.perf_counter() - started < 300

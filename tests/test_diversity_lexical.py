@@ -122,10 +122,11 @@ def test_distinct_hashes_merge_like_a_set():
 def test_document_frequencies_single_document_counts():
     frequencies = DocumentFrequencies(min_merge=1)
     u = np.uint64
-    frequencies.add(np.array([1, 2, 3], u), np.array([0, 0, 1]), np.array([False, False, False]))
-    frequencies.add(np.array([2, 4], u), np.array([2, 2]), np.array([False, True]))
+    frequencies.add(np.array([1, 2, 3], u), np.array([0, 0, 1]), np.array([1, 1, 1]))
+    frequencies.add(np.array([2, 4], u), np.array([2, 2]), np.array([1, 2]))
     # 1 only in doc 0; 2 in docs 0 and 2; 3 only in doc 1; 4 in two docs of the second batch
     assert frequencies.single_document_counts(3).tolist() == [1, 1, 0]
+    assert frequencies.document_counts(np.array([4, 1, 2], u)).tolist() == [2, 1, 2]
     assert len(frequencies) == 4
 
 
@@ -223,3 +224,61 @@ def test_lexical_scorer_shares_one_tokenisation():
     results = scorer.results()
     assert results["ngram_diversity"].value == pytest.approx(ref_ngram_diversity_corpus(texts))
     assert results["context_length"].value == pytest.approx(sum(len(t.split()) for t in texts) / len(texts))
+
+
+# --- long documents: windows and pieces, bounded memory ------------------------------------------------------
+
+
+@pytest.fixture
+def small_windows(monkeypatch):
+    """Windows of 16 tokens and pieces of 40 bytes, so that short test texts take the long-document paths."""
+    from workflow_scripts.diversity import ngram_diversity, self_repetition, tokens
+
+    for module in (tokens, ngram_diversity, self_repetition):
+        monkeypatch.setattr(module, "WINDOW_TOKENS", 16, raising=False)
+    monkeypatch.setattr(tokens, "PIECE_BYTES", 40)
+    monkeypatch.setattr(self_repetition, "_PAIRS_PER_PART", 5)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_long_documents_in_windows_score_exactly_as_whole(seed, small_windows):
+    texts = random_corpus(seed, docs=30) + [" ".join(random_corpus(seed + 10, docs=20))] + random_corpus(seed + 1, 5)
+    assert WS(texts).lengths.tolist() == [len(t.split()) for t in texts]
+    for batches in (1, 4):
+        assert run(NgramDiversity(4), texts, batches).value == pytest.approx(ref_ngram_diversity_corpus(texts))
+        assert run(NgramDiversity(4, scope="document"), texts, batches).value == \
+            pytest.approx(ref_ngram_diversity(texts))
+        assert run(SelfRepetition(4), texts, batches).value == pytest.approx(ref_self_repetition_shaib(texts))
+        assert run(SelfRepetition(4, "shared_ngrams"), texts, batches).value == \
+            pytest.approx(ref_self_repetition(texts))
+        data = " ".join(texts).encode()
+        assert run(CompressionRatio(9), texts, batches).details["original_bytes"] == len(data)
+
+
+def test_a_long_single_line_document_is_scored_in_bounded_memory(tmp_path):
+    """The standalone scorer's lexical metrics on one 5 MB line: the old code peaked at ~65 bytes per byte
+    of text (tokenisation tables and whole-document n-gram arrays); now the working memory is the distinct
+    n-gram sets and one window."""
+    import tracemalloc
+
+    from workflow_scripts.diversity.__main__ import main
+
+    rng = np.random.default_rng(0)
+    vocabulary = np.array([f"w{i}" for i in range(30_000)])
+    corpus = tmp_path / "one_line.txt"
+    with open(corpus, "w") as handle:
+        written = 0
+        while written < 5_000_000:
+            chunk = " ".join(vocabulary[rng.zipf(1.2, 100_000) % len(vocabulary)]) + " "
+            handle.write(chunk)
+            written += len(chunk)
+        handle.write("\n")
+    tracemalloc.start()
+    try:
+        assert main([str(corpus), "--metrics", "lexical", "--gzip-level", "1", "--quiet",
+                     "--output", str(tmp_path / "scores.json")]) == 0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = corpus.stat().st_size
+    assert peak < 25 * size, f"peak {peak / 1e6:.0f} MB for a {size / 1e6:.1f} MB document"

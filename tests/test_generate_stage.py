@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,10 +17,10 @@ import polars as pl
 import pytest
 import yaml
 
-from workflow_scripts.core.artifacts import JobIdentity, build_artifact, read_manifest
+from workflow_scripts.core.artifacts import JobIdentity, build_artifact, read_manifest, read_run_facts
 from workflow_scripts.generate.stage import run_stage, split_config
 from workflow_scripts.generate.templates import document_schema
-from workflow_scripts.llm.cache import DB_NAME, RequestCache
+from workflow_scripts.llm.cache import RequestCache
 from workflow_scripts.llm.types import LLMResponse
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,8 +94,11 @@ def test_generate_cache_rerun_and_g20_reuses_g10(workdir, tmp_path):
     assert first.info["shards"] == ["generations-00000.parquet", "generations-00001.parquet"]
     assert rows.height == 6 and first.counts["generations"] == 6 and first.counts["failures"] == 0
     assert rows["generation_id"].n_unique() == 6
-    assert first.counts["backend_requests"] == first.counts["requests"] and first.counts["cache_hits"] == 0
-    assert first.counts["completion_tokens"] > 0 and first.counts["backend_output_tokens_per_s"] > 0
+    ran = read_run_facts(tmp_path / "g2")  # what this run asked the backend: the sidecar, not the manifest
+    assert ran["backend_requests"] == first.counts["requests"] and ran["cache_hits"] == 0
+    assert "cache_hits" not in first.counts and "backend_requests" not in first.counts
+    assert first.counts["completion_tokens"] > 0 and "backend_seconds" not in first.counts  # timings: sidecar
+    assert read_run_facts(tmp_path / "g2")["backend_output_tokens_per_s"] > 0
     assert {"seed", "experiments.g2.synthetic", "models.tiny", "generate.render"} <= set(first.params)
     schema = document_schema(split_config(raw)[1].json_schema, 2)
     for record in rows.iter_rows(named=True):
@@ -110,15 +112,17 @@ def test_generate_cache_rerun_and_g20_reuses_g10(workdir, tmp_path):
     # downstream-only change (rendering): zero LLM calls, the model is not even loaded, same JSON
     changed = raw_config(workdir, render={"explanation_drop_probability": 1.0})
     rerun = _run(workdir, changed, "g2", cache, tmp_path / "g2-rerun")
-    assert rerun.counts["backend_requests"] == 0 and rerun.counts["cache_hits"] == rerun.counts["requests"] == 6
-    assert rerun.info["backend_loaded"] is False
+    ran = read_run_facts(tmp_path / "g2-rerun")
+    assert ran["backend_requests"] == 0 and ran["cache_hits"] == rerun.counts["requests"] == 6
+    assert ran["backend_loaded"] is False
     again = _rows(tmp_path / "g2-rerun")
     assert again["raw_json"].to_list() == rows["raw_json"].to_list()
     assert again["text"].to_list() != rows["text"].to_list()
 
     # G=4 reuses the 6 requests of G=2 (same topics, generations 0 and 1) and asks only for the new ones
     bigger = _run(workdir, raw, "g4", cache, tmp_path / "g4")
-    assert bigger.counts["cache_hits"] == 6 and bigger.counts["backend_requests"] == 6
+    ran = read_run_facts(tmp_path / "g4")
+    assert ran["cache_hits"] == 6 and ran["backend_requests"] == 6 and bigger.counts["requests"] == 12
     rows4 = _rows(tmp_path / "g4")
     shared = rows4.filter(pl.col("generation_index") < 2).sort("generation_id")
     assert shared["raw_json"].to_list() == rows.sort("generation_id")["raw_json"].to_list()
@@ -139,7 +143,7 @@ def test_failures_are_retried_then_recorded(workdir, tmp_path):
     assert _rows(tmp_path / "out").height == 0
     # retries use new seeds, so a rerun is answered from the cache too
     rerun = _run(workdir, raw, "g2", tmp_path / "cache", tmp_path / "out2")
-    assert rerun.counts["backend_requests"] == 0 and rerun.counts["failures"] == 4
+    assert read_run_facts(tmp_path / "out2")["backend_requests"] == 0 and rerun.counts["failures"] == 4
 
 
 class FlakyBackend:
@@ -175,13 +179,8 @@ def _cli(config_file: Path, workdir: Path, experiment: str, cache: Path, out: Pa
 
 
 def _cache_rows(cache: Path) -> int:
-    if not (cache / DB_NAME).exists():
-        return 0
-    with sqlite3.connect(cache / DB_NAME, timeout=30) as db:
-        try:
-            return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-        except sqlite3.OperationalError:
-            return 0
+    """Complete records in the cache's shards, read without opening the cache (a job is writing them)."""
+    return sum(shard.read_bytes().count(b"\n") for shard in (cache / "shards").glob("*.jsonl"))
 
 
 @pytest.mark.slow
@@ -207,7 +206,7 @@ def test_sigkilled_run_resumes_without_loss_or_duplicates(workdir, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     manifest = read_manifest(out, stage="generate")
-    counts = manifest.counts
+    counts = {**manifest.counts, **read_run_facts(out)}
     # nothing committed before the kill is asked again; everything else is asked exactly once
     assert counts["cache_hits"] >= killed_at
     assert counts["backend_requests"] == counts["requests"] - counts["cache_hits"]
@@ -258,7 +257,7 @@ def test_stage_through_an_openai_compatible_endpoint(workdir, tmp_path, tiny_lla
     finally:
         server.stop()
     manifest = read_manifest(tmp_path / "out", stage="generate")
-    assert manifest.counts["generations"] == 4 and manifest.counts["backend_requests"] == 4
+    assert manifest.counts["generations"] == 4 and read_run_facts(tmp_path / "out")["backend_requests"] == 4
     assert server.completion_calls == 4 + 2  # two injected 429s were retried
     rows = _rows(tmp_path / "out")
     assert set(rows["model_identity"]) == {"openai:tiny-served@test"}

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from workflow_scripts.config.generate import Decoding, TopicExtractionConfig
-from workflow_scripts.core.artifacts import JobIdentity, build_artifact, read_manifest
+from workflow_scripts.core.artifacts import JobIdentity, build_artifact, read_manifest, read_run_facts
 from workflow_scripts.llm.types import LLMResponse
 from workflow_scripts.topic_extraction import Page, extract_topics, main, normalise
 
@@ -91,10 +91,10 @@ def test_topic_extraction_cli_with_tiny_model(tmp_path, tiny_llama_dir):
     table = pl.read_parquet(tmp_path / "out" / "pages.parquet")
     assert table.height == 3 and set(table["status"]) <= {"ok", "failed"}
     manifest = read_manifest(tmp_path / "out", stage="topic_extraction")
-    assert manifest.counts["backend_requests"] == manifest.counts["requests"]
+    assert read_run_facts(tmp_path / "out")["backend_requests"] == manifest.counts["requests"]
     assert main(args + ["--out", str(tmp_path / "again")]) == 0
-    again = read_manifest(tmp_path / "again", stage="topic_extraction")
-    assert again.counts["backend_requests"] == 0
+    assert read_manifest(tmp_path / "again", stage="topic_extraction").counts["requests"] == 3
+    assert read_run_facts(tmp_path / "again")["backend_requests"] == 0
     assert json.loads((tmp_path / "again" / "topics.json").read_text()) == topics
 
 

@@ -111,3 +111,40 @@ def test_builder_refuses_a_mismatched_consumer(mix, monkeypatch):
         build_gpt_datasets(mix / "mix", cache_dir=mix / "c", num_samples=2 * blend.num_samples)
     with pytest.raises(RuntimeError, match="torch.distributed initialised"):
         build_gpt_datasets(mix / "mix", cache_dir=mix / "c")
+
+
+@pytest.fixture
+def damaged(mix):
+    """Damage a token file of the shared mix for one test (``damaged(path, new_bytes)``); restored after."""
+    saved = {}
+
+    def damage(path, data):
+        saved.setdefault(path, path.read_bytes())
+        path.write_bytes(data)
+
+    yield damage
+    for path, data in saved.items():
+        path.write_bytes(data)
+
+
+def test_a_truncated_bin_is_refused_in_one_line_before_megatron_reads_it(mix, damaged, monkeypatch):
+    monkeypatch.chdir(mix)
+    token_file = next((mix / "tokens_syn").rglob("*.bin"))
+    damaged(token_file, token_file.read_bytes()[:-6])  # the last three uint16 tokens lost
+    with single_process_group(), pytest.raises(ArtifactError, match="the file was truncated") as error:
+        build_gpt_datasets(mix / "mix", cache_dir=mix / "c")
+    assert "\n" not in str(error.value) and token_file.name in str(error.value)
+    # the mix stage refuses it too, instead of reporting the manifest's token count
+    with pytest.raises(ArtifactError, match="the file was truncated"):
+        build_mix(mix / "mix2", mix / "tokens_real", mix / "tokens_syn", MixConfig(total_tokens=24_000,
+                  seq_length=SEQ), MixSpec(synthetic_epochs=SYNTHETIC_EPOCHS), IDENTITY, "exp")
+    assert not (mix / "mix2").exists()
+
+
+def test_an_overwritten_bin_of_the_same_size_is_refused(mix, damaged, monkeypatch):
+    monkeypatch.chdir(mix)
+    token_file = next((mix / "tokens_real").rglob("*.bin"))
+    data = token_file.read_bytes()
+    damaged(token_file, data[2:] + data[:2])  # same size, other tokens: would train to another loss
+    with single_process_group(), pytest.raises(ArtifactError, match="does not match the hash in its manifest"):
+        build_gpt_datasets(mix / "mix", cache_dir=mix / "c")

@@ -113,3 +113,23 @@ def test_convert_stage_cli(tmp_path, tiny_tokenizer):
     assert manifest.counts["parameters"] == model_configs.param_count(model_configs.get_arch("tiny"), 512)
     assert main(["--config", str(config), "--experiment", "exp", "--checkpoint", str(tmp_path / "mix"),
                  "--out", str(tmp_path / "bad")]) == 2  # not a pretrain artifact
+
+
+def test_convert_refuses_a_checkpoint_with_flipped_bits_in_one_line(tmp_path, tiny_tokenizer, capsys):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from helpers import write_config
+
+    artifact = _pretrain(tmp_path, tiny_tokenizer, steps=2)
+    config = write_config(tmp_path, experiments={"exp": {}})
+    shard = max((p for p in (artifact / "checkpoint").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0b0001_0100  # two flipped bits: same size, other weights
+    shard.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["--config", str(config), "--experiment", "exp", "--checkpoint", str(artifact),
+                 "--out", str(tmp_path / "hf")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and str(shard) in errors[0] and "does not match the hash in its manifest" in errors[0]
+    assert not (tmp_path / "hf").exists()

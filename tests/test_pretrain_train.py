@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from workflow_scripts.config.pretrain import PARAM_KEYS, PretrainConfig
-from workflow_scripts.core.artifacts import ArtifactError, read_manifest
+from workflow_scripts.core.artifacts import ArtifactError, read_manifest, read_run_facts, run_facts_path
 from workflow_scripts.pretrain.data import read_mix, sample_indices
-from workflow_scripts.pretrain.metrics import COLUMNS, read_metrics
+from workflow_scripts.pretrain.metrics import COLUMNS, TIMINGS_FILE, read_metrics
 from workflow_scripts.pretrain.synthetic import make_synthetic_mix
 from workflow_scripts.pretrain.train import plan_run, run_training, work_dir
 
@@ -64,7 +64,10 @@ def test_trains_and_publishes_checkpoint_metrics_and_manifest(mix, tmp_path):
     lrs = [r["lr"] for r in rows]
     assert lrs[0] == 0 and lrs[5] == pytest.approx(3e-3) and lrs[-1] == pytest.approx(3e-4 + 2.7e-3 / 25)
     assert all(a >= b for a, b in zip(lrs[5:], lrs[6:]))
-    assert all(r["grad_norm"] > 0 and r["tokens_per_s"] > 0 for r in rows)
+    assert all(r["grad_norm"] > 0 for r in rows)
+    timings = read_metrics(run_facts_path(out, TIMINGS_FILE))  # the clock: untracked, beside the artifact
+    assert [int(r["step"]) for r in timings] == list(range(1, 31)) and all(r["tokens_per_s"] > 0 for r in timings)
+    assert read_run_facts(out)["tokens_per_s_median"] > 0
 
 
 def test_refuses_a_mix_tokenized_for_another_vocabulary(mix, tmp_path):

@@ -90,7 +90,7 @@ def test_fine_tuning_lowers_heldout_loss_and_saves_template_and_prompt(tiny_llam
     assert model.generation_config.suppress_tokens == [398, 399]
     with open(out / METRICS_FILE) as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["step", "epoch", "loss", "lr", "grad_norm", "tokens", "elapsed_s"]
+    assert list(rows[0]) == ["step", "epoch", "loss", "lr", "grad_norm", "tokens"]
     assert len(rows) == facts["steps"] and float(rows[-1]["loss"]) < float(rows[0]["loss"])
 
 

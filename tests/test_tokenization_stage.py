@@ -18,7 +18,7 @@ from tests.test_mixes_helpers import (
     save_tokenizer,
     tokenize_real,
 )
-from workflow_scripts.core.artifacts import ArtifactError, InputError, JobIdentity, read_manifest
+from workflow_scripts.core.artifacts import ArtifactError, InputError, JobIdentity, read_manifest, read_run_facts
 from workflow_scripts.core.hashing import hash_path
 from workflow_scripts.tokenization.reader import read_tokenized, token_dtype
 from workflow_scripts.tokenization.stage import Part, main, tokenize_parts
@@ -124,7 +124,8 @@ def test_output_does_not_depend_on_workers_or_batch_size(tmp_path, tokenizer_dir
         assert hash_path(outs[0] / name) == hash_path(outs[1] / name)
     manifest = read_manifest(outs[1])
     assert manifest.counts["documents"] == 201 and manifest.counts["skipped_empty"] == 1
-    assert manifest.counts["workers"] == 2
+    assert read_run_facts(outs[1])["workers"] == 2  # a fact of the run: the manifest is the same for both
+    assert (outs[0] / "manifest.json").read_bytes() == (outs[1] / "manifest.json").read_bytes()
 
 
 def test_writer_matches_megatron_builder_byte_for_byte(tmp_path, monkeypatch):
@@ -298,3 +299,18 @@ def test_empty_texts_are_skipped_inside_groups(tmp_path, tokenizer_dir):
     artifact = read_tokenized(tmp_path / "out")
     assert {k: d.documents for k, d in artifact.datasets.items()} == {"web": 2, "math": 1}
     assert read_manifest(tmp_path / "out").counts["skipped_empty"] == 1
+
+
+def test_synthetic_tokenization_refuses_an_edited_generations_parquet(tmp_path, tokenizer_dir, capsys):
+    make_generations(tmp_path / "gen", documents("synthetic", 10), experiment="real_only")
+    shard = next((tmp_path / "gen").glob("generations-*.parquet"))
+    frame = pl.read_parquet(shard)
+    frame.with_columns(pl.col("text").str.replace("a", "e")).write_parquet(shard)  # readable, other text
+    config = _config(tmp_path)
+    capsys.readouterr()
+    assert main(["synthetic", "--config", str(config), "--local-models", str(tokenizer_dir), "--workers", "1",
+                 "--experiment", "real_only", "--generations", str(tmp_path / "gen"),
+                 "--out", str(tmp_path / "t_syn")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and shard.name in errors[0], errors
+    assert not (tmp_path / "t_syn").exists()

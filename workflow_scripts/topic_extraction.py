@@ -30,7 +30,7 @@ from workflow_scripts.core.cli import load_checked_config, run_main, stage_parse
 from workflow_scripts.core.hashing import hash_value
 from workflow_scripts.core.identity import job_identity
 from workflow_scripts.llm.cache import CachedBackend, RequestCache
-from workflow_scripts.llm.loader import LazyBackend
+from workflow_scripts.llm.loader import LazyBackend, batch_state_dir
 from workflow_scripts.llm.form import prompt_layout
 from workflow_scripts.llm.types import LLMBackend, LLMRequest
 
@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> None:
     spec = config.models[model]
     if spec.in_local_models and args.models is not None:
         inputs["models"] = args.models
-    backend = LazyBackend(spec, args.models, generation.backend_for(model))
+    backend = LazyBackend(spec, args.models, generation.backend_for(model), state_dir=batch_state_dir(args.cache))
     identity = job_identity(config, STAGE, inputs=inputs)
     with RequestCache(args.cache) as cache, build_artifact(args.out, identity=identity, inputs=inputs) as artifact:
         cached = CachedBackend(backend, cache)
@@ -211,7 +211,8 @@ def run(args: argparse.Namespace) -> None:
                                 max_attempts=generation.max_attempts, layout=layout)
         (artifact.path / "topics.json").write_text(json.dumps(result.topics, indent=1, ensure_ascii=False) + "\n")
         result.pages.write_parquet(artifact.path / "pages.parquet")
-        artifact.counts.update(result.counts, cache_hits=cached.hits, backend_requests=cached.backend_requests)
+        artifact.counts.update(result.counts)
+        artifact.run.update(cache_hits=cached.hits, backend_requests=cached.backend_requests)
         artifact.info.update(model=model, model_identity=backend.identity())
 
 

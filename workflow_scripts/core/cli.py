@@ -64,6 +64,7 @@ class StageInterrupted(Exception):
     """The stage stopped early on purpose (a signal) after saving what it had; the same command resumes."""
 
     exit_code = 143  # 128 + SIGTERM, as if the signal had ended the process: schedulers treat it as a failure
+    log_level = logging.WARNING
 
 
 def run_main(body: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser,
@@ -78,6 +79,6 @@ def run_main(body: Callable[[argparse.Namespace], None], parser: argparse.Argume
         logging.getLogger(body.__module__).error("%s", error)
         return 2
     except StageInterrupted as error:
-        logging.getLogger(body.__module__).warning("%s", error)
+        logging.getLogger(body.__module__).log(error.log_level, "%s", error)
         return error.exit_code
     return 0

@@ -20,7 +20,7 @@ TRAINING = "envs/gpu-training.yaml"
 
 FIXED: dict[str, str] = {
     "real_corpus": CPU, "local_models": CPU, "topics": CPU, "sample_topics": CPU, "tokenize_real": CPU,
-    "tokenize_synthetic": CPU, "mix": CPU, "pretrain": TRAINING, "convert": TRAINING, "sft": TRAINING,
+    "tokenize_synthetic": CPU, "external_synthetic": CPU, "mixed_synthetic": CPU, "mix": CPU, "pretrain": TRAINING, "convert": TRAINING, "sft": TRAINING,
     "eval_tasks": CPU, "evaluate_pt": TRAINING, "evaluate_sft": TRAINING, "diversity_summary": CPU, "report": CPU,
 }
 
@@ -34,7 +34,8 @@ def _generator(config: PipelineConfig, experiment: str | None) -> list[str]:
 LLM_MODELS: dict[str, Callable[[PipelineConfig, str | None], list[str]]] = {
     "topic_extraction": lambda config, experiment: [extraction_model(config)],
     "generate": _generator,
-    "diversity": lambda config, experiment: list(config.diversity.model_names().values()),
+    "diversity": lambda config, experiment: list((config.diversity_for(experiment) if experiment in config.experiments
+                                                  else config.diversity).model_names().values()),
 }
 
 

@@ -93,6 +93,20 @@ def hash_file_cached(path: Path) -> str:
     return hashes[key]
 
 
+def known_file_hash(path: Path) -> str | None:
+    """The stat cache's hash of ``path`` when its (path, size, mtime, inode) is unchanged, else None (no I/O
+    beyond a stat)."""
+    return _load_stat_cache().get(_stat_key(path))
+
+
+def remember_file_hash(path: Path, digest: str) -> None:
+    """Tell the stat cache a hash just computed (for example of a file a stage wrote), so that checks of
+    the unchanged file cost a stat only."""
+    global _stat_dirty
+    _load_stat_cache()[_stat_key(path)] = digest
+    _stat_dirty = True
+
+
 def hash_path_cached(path: Path) -> str:
     """:func:`hash_path` through the stat cache (same value)."""
     path = Path(path)

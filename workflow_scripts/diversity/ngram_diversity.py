@@ -4,7 +4,8 @@ Higher = more diverse (max_n when every n-gram is unique). With ``scope="corpus"
 is one stream of tokens, documents concatenated in order, so n-grams may span two documents: this is
 Shaib et al.'s code, which the paper cites. ``scope="document"`` counts n-grams inside documents only
 (at most n-1 fewer per document). The value grows as the corpus shrinks, so compare corpora of the
-same size (the bootstrap subset).
+same size (the bootstrap subset). The tokens are taken in windows of ``WINDOW_TOKENS`` (a long document
+too), so the working memory is the distinct n-gram sets (8 bytes per distinct n-gram) plus a few tens of MB.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ import numpy as np
 
 from workflow_scripts.diversity.base import MetricResult
 from workflow_scripts.diversity.hashsets import DistinctHashes
-from workflow_scripts.diversity.tokens import U64, TokenBatch, stream_ngram_hashes
+from workflow_scripts.diversity.tokens import (
+    U64,
+    WINDOW_TOKENS,
+    TokenBatch,
+    stream_ngram_hashes,
+    windowed_ngram_hashes,
+)
 
 
 class NgramDiversity:
@@ -32,16 +39,24 @@ class NgramDiversity:
         self.tail = np.empty(0, U64)  # corpus scope: the last max_n - 1 tokens of the stream so far
 
     def update(self, batch: TokenBatch, texts: Sequence[str]) -> None:
-        stream = np.concatenate([self.tail, batch.hashes]) if self.scope == "corpus" else None
+        if self.scope == "corpus":  # one stream: any cut of it into windows counts the same n-grams
+            for start in range(0, len(batch.hashes), WINDOW_TOKENS):
+                self._update_stream(batch.hashes[start:start + WINDOW_TOKENS])
+            return
+        for part, long in batch.runs(WINDOW_TOKENS):
+            for n in range(1, self.max_n + 1):
+                for grams in (windowed_ngram_hashes(part.hashes, n) if long else [part.ngram_hashes(n)[0]]):
+                    self.totals[n - 1] += len(grams)
+                    self.distinct[n - 1].add(grams)
+
+    def _update_stream(self, hashes: np.ndarray) -> None:
+        stream = np.concatenate([self.tail, hashes])
         for n in range(1, self.max_n + 1):
-            if stream is None:
-                grams, _ = batch.ngram_hashes(n)
-            else:  # only the n-grams that end in this batch: the others were counted before
-                grams = stream_ngram_hashes(stream, n)[max(0, len(self.tail) - n + 1):]
+            # only the n-grams that end in this part: the others were counted before
+            grams = stream_ngram_hashes(stream, n)[max(0, len(self.tail) - n + 1):]
             self.totals[n - 1] += len(grams)
             self.distinct[n - 1].add(grams)
-        if stream is not None:
-            self.tail = stream[len(stream) - min(len(stream), self.max_n - 1):]
+        self.tail = stream[len(stream) - min(len(stream), self.max_n - 1):]
 
     def result(self) -> MetricResult:
         ratios = {}

@@ -1,7 +1,8 @@
 """Perplexity of texts under a causal LM (a local directory or hub id), and the perplexity gap.
 
 Each text is tokenised without special tokens, prefixed with the tokenizer's BOS token when it has one
-(so the first word is scored too) and cut to ``max_tokens``. Per text we keep the summed negative
+(so the first word is scored too) and cut to ``max_tokens`` (only the text's first ``max_tokens`` x 64
+characters are tokenized, so a huge document costs no more than a short one). Per text we keep the summed negative
 log-likelihood and the number of predicted tokens; a corpus' perplexity is
 exp(sum NLL / sum predicted tokens) (token-weighted; ``details`` also has the mean of per-text
 perplexities). Higher = the scorer finds the texts less predictable.
@@ -16,7 +17,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from workflow_scripts.diversity.base import MetricResult
+from workflow_scripts.diversity.base import MetricResult, head_for_tokens
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class PerplexityScorer:
             self.max_tokens = int(limit)
 
     def _ids(self, text: str) -> list[int]:
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(head_for_tokens(text, self.max_tokens), add_special_tokens=False)["input_ids"]
         bos = self.tokenizer.bos_token_id
         if bos is not None:
             ids = [bos] + ids

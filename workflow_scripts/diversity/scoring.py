@@ -46,7 +46,9 @@ class Report:
     cluster_records: pl.DataFrame | None = None
     cluster_criteria: dict[int, Any] = field(default_factory=dict)
     cluster_usage: dict[str, Any] = field(default_factory=dict)
+    # facts of this run only (the stage puts them in the run sidecar, never in hashed files)
     timings_s: dict[str, float] = field(default_factory=dict)
+    judge_cache: dict[str, Any] = field(default_factory=dict)  # hits vs. paid requests, backend seconds
 
     def scores_json(self) -> dict[str, Any]:
         return {name: self.metrics[name] for name in self.metrics}
@@ -178,7 +180,9 @@ class CorpusScorer:
             rows = np.searchsorted(union, self.indices(seed))
             x = vectors[rows]
             if "kmeans" in names:
-                out["kmeans"][seed] = kmeans_score(x, options.kmeans_k, seed, options.kmeans_n_init,
+                # A k the config sets is a request (more than the texts is an error); the default caps itself.
+                k = options.kmeans_k if "kmeans_k" in options.model_fields_set else min(options.kmeans_k, len(x))
+                out["kmeans"][seed] = kmeans_score(x, k, seed, options.kmeans_n_init,
                                                    options.kmeans_max_iter, options.kmeans_backend,
                                                    options.device)
                 out["kmeans"][seed].details["embedder"] = options.embedder
@@ -242,7 +246,7 @@ class CorpusScorer:
         report.cluster_criteria = run.criteria
         report.cluster_usage = run.usage_dict()
         if hasattr(judge, "hits"):  # a CachedBackend: what was paid now vs. served from the cache
-            report.cluster_usage["cache"] = {
+            report.judge_cache = {
                 "requests": judge.requests, "hits": judge.hits, "backend_requests": judge.backend_requests,
                 "backend_seconds": round(judge.backend_seconds, 3),
                 "backend_prompt_tokens": judge.backend_prompt_tokens,

@@ -12,7 +12,9 @@ of ``diversity.metrics`` with the bootstrap over ``diversity.bootstrap.seeds`` a
 
 Models named in the config come from the ``models`` registry; ``local: NAME`` ones from ``--models``.
 Judge requests go through the shared content-addressed request cache (``--cache``): a rerun, or a
-larger N, pays only for rounds not yet answered.
+larger N, pays only for rounds not yet answered. The manifest records the judge's tokens and dollars (at its
+``models.NAME.price``, as if every answer were paid; ``judge_*``), the run sidecar what this run paid;
+``diversity.cluster_agent.budget_usd`` stops the stage before a batch that could exceed it.
 """
 
 from __future__ import annotations
@@ -38,7 +40,10 @@ PACKAGE = Path(__file__).resolve().parent
 
 
 
-def resources(config: PipelineConfig, section: DiversityConfig, models_dir: Path | None, cache_dir: Path):
+def resources(config: PipelineConfig, section: DiversityConfig, models_dir: Path | None, cache_dir: Path,
+              budget=None):
+    """What the metrics need; the judge's cache misses are checked against ``budget`` (a
+    :class:`~workflow_scripts.llm.cost.Budget`) before they are sent."""
     from workflow_scripts.diversity.scoring import Resources
     from workflow_scripts.llm.loader import resolve_model_source
 
@@ -57,20 +62,52 @@ def resources(config: PipelineConfig, section: DiversityConfig, models_dir: Path
 
         def judge():
             from workflow_scripts.llm.cache import CachedBackend, RequestCache
-            from workflow_scripts.llm.loader import LazyBackend
+            from workflow_scripts.llm.loader import LazyBackend, batch_state_dir
 
             # lazy: a rerun answered entirely from the cache never loads the judge's weights
-            backend = LazyBackend(spec, models_dir, section.cluster_agent.backend)
-            return CachedBackend(backend, RequestCache(cache_dir))
+            backend = LazyBackend(spec, models_dir, section.cluster_agent.backend,
+                                  state_dir=batch_state_dir(cache_dir))
+            cached = CachedBackend(backend, RequestCache(cache_dir))
+            if budget is None:
+                return cached
+            from workflow_scripts.llm.cost import BudgetedBackend
+
+            return BudgetedBackend(cached, budget)
 
         out.judge = judge
     return out
 
 
+def judge_budget(config: PipelineConfig, section: DiversityConfig, experiment: str):
+    """The judge's budget (``diversity.cluster_agent.budget_usd``), or None when the Cluster-agent is off."""
+    from workflow_scripts.llm.cost import Budget, backend_mode
+
+    judge = section.model_names().get("judge")
+    if judge is None:
+        return None
+    agent = section.cluster_agent
+    return Budget(agent.budget_usd, config.models[judge].price, backend_mode(agent.backend),
+                  "diversity.cluster_agent.budget_usd", where=f"diversity {experiment}")
+
+
+def judge_costs(usage: dict | None, budget) -> tuple[dict[str, float | int], dict[str, float | int]]:
+    """Tokens and dollars of the judge's answers as if all were paid (manifest), and what this run paid."""
+    from workflow_scripts.llm.cost import Usage, usage_counts
+
+    if budget is None:
+        return {}, {}
+    stages = [u for name, u in (usage or {}).items() if name != "cache" and isinstance(u, dict) and "calls" in u]
+    used = Usage(sum(u["calls"] for u in stages), sum(u["prompt_tokens"] for u in stages),
+                 sum(u.get("cached_prompt_tokens", 0) for u in stages), sum(u["completion_tokens"] for u in stages))
+    return (usage_counts(used, budget.price, budget.mode, prefix="judge_"),
+            {**usage_counts(budget.paid, budget.price, budget.mode, prefix="judge_paid_"),
+             "judge_paid_requests": budget.paid.requests})
+
+
 def structured_output_rates(generations: Path, usage: dict | None) -> dict[str, float]:
     """How often the LLMs answered with usable, schema-valid JSON: the generator's rates (from the generations'
     manifest) and the judge's over all its requests (first attempt, and within max_attempts)."""
-    counts = read_manifest(generations, stage="generate").counts
+    counts = read_manifest(generations).counts  # generation_shards checked the stage (generated, external, mixed)
     rates = {f"generation_{key}": counts[key] for key in ("valid_first_attempt_rate", "valid_within_attempts_rate")
              if key in counts}
     stages = [u for name, u in (usage or {}).items() if name != "cache" and isinstance(u, dict) and "requests" in u]
@@ -104,7 +141,7 @@ def write_outputs(directory: Path, report) -> None:
     records = report.cluster_records if report.cluster_records is not None else pl.DataFrame(schema=RECORD_SCHEMA)
     records.write_parquet(directory / "cluster_rounds.parquet")
     (directory / "cluster_criteria.json").write_text(
-        json.dumps(finite({str(k): v for k, v in report.cluster_criteria.items()}), indent=1,
+        json.dumps(finite({str(k): v for k, v in report.cluster_criteria.items()}), indent=1, sort_keys=True,
                    ensure_ascii=False, allow_nan=False) + "\n")
 
 
@@ -113,11 +150,12 @@ def run(args: argparse.Namespace) -> None:
     from workflow_scripts.diversity.scoring import score_corpus
 
     config = load_checked_config(args.config, args.experiment)
-    section = config.diversity
-    shards = generation_shards(args.generations, args.experiment)
+    section = config.diversity_for(args.experiment)
+    shards = generation_shards(args.generations, config.synthetic_set(args.experiment))
     corpus = Corpus.from_files(shards, section.text_field)
     cache_dir = args.cache or Path(config.data_root) / "cache" / "llm"
-    needed = resources(config, section, args.models, cache_dir)
+    budget = judge_budget(config, section, args.experiment)
+    needed = resources(config, section, args.models, cache_dir, budget)
     inputs: dict[str, Path] = {"generations": args.generations}
     if args.models is not None:
         inputs["models"] = args.models
@@ -129,10 +167,16 @@ def run(args: argparse.Namespace) -> None:
         artifact.counts.update(documents=report.documents, metrics=len(report.metrics),
                                cluster_rounds=0 if report.cluster_records is None else report.cluster_records.height,
                                **structured_output_rates(args.generations, report.cluster_usage))
+        judged, paid = judge_costs(report.cluster_usage, budget)
+        artifact.counts.update(judged)
+        artifact.run.update(paid, timings_s=report.timings_s, judge_cache=report.judge_cache)
+        if budget is not None:
+            from workflow_scripts.llm.cost import price_info
+
+            artifact.info["judge_cost"] = price_info(budget.price, budget.mode)
         artifact.info.update(
             metrics=list(report.metrics), text_field=section.text_field, shards=len(shards),
-            subset_sizes={str(k): v for k, v in report.subsets.items()}, timings_s=report.timings_s,
-            cluster_agent_usage=report.cluster_usage,
+            subset_sizes={str(k): v for k, v in report.subsets.items()}, cluster_agent_usage=report.cluster_usage,
             values={name: result["value"] for name, result in report.metrics.items()},
         )
         for name, result in report.metrics.items():

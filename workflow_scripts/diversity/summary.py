@@ -5,7 +5,9 @@ from their manifests) and writes:
 
 - ``summary.parquet``: long format, one row per (experiment, metric): value (mean over seeds), std
   (sample std over seeds), seeds, subset_size, per_seed (JSON text);
-- ``summary.md``: experiments x metrics, each cell ``mean ± std``.
+- ``summary.md``: experiments x metrics, each cell ``mean ± std``; under it, when the Cluster-agent ran, what
+  its judge's answers cost (tokens, the share of prompt tokens from the provider's prompt cache, dollars at
+  the judge's list price, as if every answer were paid; 0 for a local model).
 """
 
 from __future__ import annotations
@@ -51,6 +53,30 @@ def collect(artifacts: list[Path]) -> pl.DataFrame:
     table = pl.DataFrame(rows, schema=SCHEMA)
     return table.with_columns(pl.col("metric").replace_strict(order, default=len(order)).alias("_order")) \
         .sort("experiment", "_order").drop("_order")
+
+
+COST_KEYS = ("judge_prompt_tokens", "judge_cached_prompt_share", "judge_completion_tokens", "judge_cost_usd")
+
+
+def judge_costs(artifacts: list[Path]) -> dict[str, dict[str, float | int]]:
+    """experiment -> the judge's token and dollar counts from its diversity manifest (when it has them)."""
+    costs = {}
+    for directory in artifacts:
+        manifest = read_manifest(directory, stage=STAGE)
+        if all(key in manifest.counts for key in COST_KEYS):
+            costs[manifest.experiment or directory.name] = {key: manifest.counts[key] for key in COST_KEYS}
+    return costs
+
+
+def cost_markdown(costs: dict[str, dict[str, float | int]]) -> str:
+    if not costs:
+        return ""
+    lines = ["\n## Cluster-agent judge cost\n", "| experiment | prompt tokens | cached share | completion tokens | "
+             "USD |", "|---|---|---|---|---|"]
+    for experiment, c in costs.items():
+        lines.append(f"| {experiment} | {c['judge_prompt_tokens']:,} | {c['judge_cached_prompt_share']:.1%} | "
+                     f"{c['judge_completion_tokens']:,} | {c['judge_cost_usd']:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def _number(value) -> float | None:
@@ -111,7 +137,8 @@ def run(args: argparse.Namespace) -> None:
     identity = job_identity(config, SUMMARY_STAGE, inputs=inputs)
     with build_artifact(args.out, identity=identity, inputs=inputs) as artifact:
         table.write_parquet(artifact.path / "summary.parquet")
-        (artifact.path / "summary.md").write_text(markdown(table, models_note(config)))
+        (artifact.path / "summary.md").write_text(markdown(table, models_note(config))
+                                                  + cost_markdown(judge_costs(artifacts)))
         artifact.counts.update(experiments=table["experiment"].n_unique(), rows=table.height)
         artifact.info["experiments"] = sorted(set(table["experiment"]))
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -81,6 +81,23 @@ class TokenBatch:
         within = np.arange(int(offsets[-1]), dtype=np.int64) - np.repeat(offsets[:-1], lengths)
         return TokenBatch(self.hashes[starts + within], offsets, self.doc_bytes[docs])
 
+    def runs(self, max_tokens: int) -> Iterator[tuple["TokenBatch", bool]]:
+        """The batch as consecutive sub-batches, in order: runs of documents of at most ``max_tokens`` tokens,
+        and each longer document alone (flagged True), for metrics that take a long document in windows."""
+        lengths = self.lengths
+        long = np.flatnonzero(lengths > max_tokens)
+        if not len(long):
+            yield self, False
+            return
+        start = 0
+        for doc in long.tolist():
+            if doc > start:
+                yield self.select(np.arange(start, doc)), False
+            yield self.select(np.array([doc])), True
+            start = doc + 1
+        if start < self.n_docs:
+            yield self.select(np.arange(start, self.n_docs)), False
+
     def ngram_hashes(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Hashes of every n-gram inside a document and the batch-local document index of each."""
         if n < 1:
@@ -98,6 +115,19 @@ class TokenBatch:
         for k in range(1, n):
             grams = splitmix64(grams * _NGRAM_MUL + self.hashes[starts + k])
         return grams, doc[starts]
+
+
+# A document longer than this many tokens is taken by the n-gram metrics in windows of this size (n - 1
+# tokens of overlap), so their working arrays stay a few tens of MB whatever the document's length.
+WINDOW_TOKENS = 1 << 19
+
+
+def windowed_ngram_hashes(hashes: np.ndarray, n: int, window: int | None = None) -> Iterator[np.ndarray]:
+    """:func:`stream_ngram_hashes` of one token stream, in consecutive parts of at most ``window`` n-grams
+    (default :data:`WINDOW_TOKENS`); together they are exactly the n-grams of the whole stream."""
+    window = window or WINDOW_TOKENS
+    for start in range(0, max(len(hashes) - n + 1, 0), window):
+        yield stream_ngram_hashes(hashes[start:start + window + n - 1], n)
 
 
 def stream_ngram_hashes(hashes: np.ndarray, n: int) -> np.ndarray:
@@ -136,39 +166,90 @@ def _powers(length: int) -> tuple[np.ndarray, np.ndarray]:
     return _POWERS[0][:length], _POWERS[1][:length]
 
 
+PIECE_BYTES = 1 << 18  # texts are hashed in groups or pieces of about this many bytes, cut at whitespace
+
+
+def _pieces(data: bytes, limit: int | None = None) -> Iterator[bytes]:
+    """``data`` cut just after a whitespace byte every ``limit`` bytes or so: no token spans two pieces, so
+    the pieces' tokens are exactly the whole text's (a single token longer than ``limit`` stays whole)."""
+    limit = limit or PIECE_BYTES
+    start = 0
+    while len(data) - start > limit:
+        view = np.frombuffer(data, dtype=np.uint8, count=limit, offset=start)
+        spaces = np.flatnonzero(_ASCII_SPACE[view])
+        if len(spaces):
+            cut = start + int(spaces[-1]) + 1
+        else:  # one token longer than the piece: extend to the next whitespace byte
+            rest = np.frombuffer(data, dtype=np.uint8, offset=start + limit)
+            after = np.flatnonzero(_ASCII_SPACE[rest])
+            cut = start + limit + int(after[0]) + 1 if len(after) else len(data)
+        yield data[start:cut]
+        start = cut
+    if start < len(data) or not data:
+        yield data[start:] if start else data
+
+
+def _hash_tokens(encoded: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Token hashes of byte strings hashed together, and the number of tokens of each."""
+    doc_bytes = np.fromiter((len(e) + 1 for e in encoded), dtype=np.int64, count=len(encoded))
+    # one separator byte after every text keeps tokens from spanning texts
+    buffer = np.frombuffer(b"\n".join(encoded) + b"\n", dtype=np.uint8)
+    space = _ASCII_SPACE[buffer]
+    edges = np.diff((~space).astype(np.int8), prepend=np.int8(0), append=np.int8(0))
+    del space
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1)
+    del edges
+    powers, inverse = _powers(len(buffer))
+    with np.errstate(over="ignore"):
+        weighted = (buffer.astype(U64) + U64(1)) * powers
+        prefix = np.zeros(len(buffer) + 1, dtype=U64)
+        np.cumsum(weighted, dtype=U64, out=prefix[1:])
+        del weighted
+        raw = (prefix[ends] - prefix[starts]) * inverse[starts]
+        hashes = splitmix64(raw ^ (ends - starts).astype(U64) * _GOLDEN)
+    doc_start_byte = np.concatenate([[0], np.cumsum(doc_bytes)])
+    return hashes, np.diff(np.searchsorted(starts, doc_start_byte))
+
+
 class WhitespaceTokenizer:
-    """``str.split()`` tokens, hashed to uint64 without building Python strings per token."""
+    """``str.split()`` tokens, hashed to uint64 without building Python strings per token.
+
+    Texts are hashed in groups of about :data:`PIECE_BYTES` bytes, a longer text in pieces cut at
+    whitespace, so the working memory is bounded whatever the length of a document (the result is the
+    same as hashing everything at once: 8 bytes per token)."""
 
     name = "whitespace"
 
     def __call__(self, texts: Sequence[str]) -> TokenBatch:
-        encoded, sizes = [], []
-        for text in texts:
+        n_bytes = np.zeros(len(texts), dtype=np.int64)
+        counts = np.zeros(len(texts), dtype=np.int64)
+        parts: list[np.ndarray] = []
+        group: list[bytes] = []
+        owners: list[int] = []  # the text each member of the group belongs to
+        size = 0
+
+        def flush() -> None:
+            nonlocal group, owners, size
+            if group:
+                hashes, per_member = _hash_tokens(group)
+                parts.append(hashes)
+                np.add.at(counts, np.asarray(owners, dtype=np.int64), per_member)
+            group, owners, size = [], [], 0
+
+        for index, text in enumerate(texts):
             data = text.encode("utf-8")
-            sizes.append(len(data))
+            n_bytes[index] = len(data)
             if not text.isascii() and _UNICODE_SPACE.search(text):
                 data = _UNICODE_SPACE.sub(" ", text).encode("utf-8")
-            encoded.append(data)
-        doc_bytes = np.fromiter((len(e) + 1 for e in encoded), dtype=np.int64, count=len(encoded))
-        # one separator byte after every document keeps tokens from spanning documents
-        buffer = np.frombuffer(b"\n".join(encoded) + b"\n", dtype=np.uint8)
-        n_bytes = np.array(sizes, dtype=np.int64)
-        if len(buffer) == 0 or not len(texts):
-            return TokenBatch(np.empty(0, U64), np.zeros(len(texts) + 1, np.int64), n_bytes)
-        space = _ASCII_SPACE[buffer]
-        word = ~space
-        edges = np.diff(word.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
-        starts = np.flatnonzero(edges == 1)
-        ends = np.flatnonzero(edges == -1)
-        powers, inverse = _powers(len(buffer))
-        with np.errstate(over="ignore"):
-            weighted = (buffer.astype(U64) + U64(1)) * powers
-            prefix = np.zeros(len(buffer) + 1, dtype=U64)
-            np.cumsum(weighted, dtype=U64, out=prefix[1:])
-            raw = (prefix[ends] - prefix[starts]) * inverse[starts]
-            hashes = splitmix64(raw ^ (ends - starts).astype(U64) * _GOLDEN)
-        doc_start_byte = np.concatenate([[0], np.cumsum(doc_bytes)])
-        counts = np.diff(np.searchsorted(starts, doc_start_byte))
+            for piece in _pieces(data):
+                if size and size + len(piece) > PIECE_BYTES:
+                    flush()
+                group.append(piece)
+                owners.append(index)
+                size += len(piece) + 1
+        flush()
+        hashes = np.concatenate(parts) if parts else np.empty(0, U64)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         return TokenBatch(hashes, offsets, n_bytes)
 

@@ -5,7 +5,8 @@ Runs ``lm_eval.simple_evaluate`` with the ``hf`` model on a local folder (or hub
 (``--tasks``). An SFT model (a folder with ``sft_info.json``) is evaluated through its chat template
 with the system prompt it was fine-tuned with (or ``evaluation.system_prompt``), as in the paper.
 
-Output artifact: ``results.json`` (lm-eval's raw results), ``scores.json`` (``{"model_stage",
+Output artifact: ``results.json`` (lm-eval's raw results less its run-only entries: date, times, git hash
+and environment text go to the run sidecar ``<artifact>.run.json``), ``scores.json`` (``{"model_stage",
 "chat_template", "system_prompt", "tasks": {task: {metric: {"value", "stderr"}}}}``) and, with
 ``evaluation.log_samples``, ``samples/<task>.jsonl`` (every request and answer).
 When every task is local, the run is forced offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE).
@@ -55,6 +56,29 @@ def chat_settings(model: Path | None, stage: str, config: EvaluationConfig) -> t
         )
     info = read_sft_info(model)
     return True, info.get("system_prompt")
+
+
+# lm-eval's facts of one run (clock, the working tree's git commit, the machine's description): they go to
+# the run sidecar, so that results.json is the same bytes for the same model, tasks and settings.
+RUN_ONLY_RESULT_KEYS = ("date", "start_time", "end_time", "total_evaluation_time_seconds", "git_hash",
+                        "upper_git_hash", "pretty_env_info")
+
+
+def split_run_facts(results: dict[str, Any]) -> dict[str, Any]:
+    """Remove lm-eval's run-only entries from ``results`` (in place) and return them."""
+    return {key: results.pop(key) for key in RUN_ONLY_RESULT_KEYS if key in results}
+
+
+def portable(value: Any, work_dir: Path) -> Any:
+    """``value`` with the paths of this run made location-free: the temporary work folder becomes ``<work>``,
+    the project folder (the working directory) is dropped from absolute paths."""
+    if isinstance(value, dict):
+        return {key: portable(item, work_dir) for key, item in value.items()}
+    if isinstance(value, list):
+        return [portable(item, work_dir) for item in value]
+    if isinstance(value, str) and "/" in value:
+        value = value.replace(str(work_dir), "<work>").replace(f"{Path.cwd()}/", "")
+    return value
 
 
 def lm_eval_json(results: dict[str, Any], indent: int | None = 2) -> str:
@@ -162,6 +186,8 @@ def run(args: argparse.Namespace) -> None:
     ):
         results = evaluate_model(str(args.model), section, args.tasks, stage=stage, work_dir=Path(work))
         samples = results.pop("samples", None) or {}
+        artifact.run.update(lm_eval=split_run_facts(results))
+        results = portable(results, Path(work))
         for task, rows in samples.items():
             (artifact.path / "samples").mkdir(exist_ok=True)
             (artifact.path / "samples" / f"{task}.jsonl").write_text(

@@ -10,18 +10,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from workflow_scripts.core.artifacts import InputError, read_manifest
+from workflow_scripts.core.artifacts import ArtifactError, InputError, read_manifest
 
 STAGE = "generate"
+# Stages whose artifacts have this layout: generated sets, external corpora (Cosmopedia) and mixed sets.
+SYNTHETIC_SET_STAGES = (STAGE, "external_synthetic", "mixed_synthetic")
 SHARD_GLOB = "generations-*.parquet"
 TEXT_COLUMN = "text"
 DOCUMENT_COLUMN = "raw_json"
 
 
 def generation_shards(artifact: Path | str, experiment: str | None = None) -> list[Path]:
-    """The artifact's shards in document order; refuses another stage's artifact or another experiment's."""
+    """The artifact's shards in document order; refuses another stage's artifact or another experiment's, and
+    one whose files no longer match its manifest (checked once per process)."""
     artifact = Path(artifact)
-    manifest = read_manifest(artifact, stage=STAGE, experiment=experiment)
+    manifest = read_manifest(artifact, experiment=experiment, verify=True)
+    if manifest.stage not in SYNTHETIC_SET_STAGES:
+        raise ArtifactError(f"{artifact} was made by stage {manifest.stage!r}, expected one of "
+                            f"{SYNTHETIC_SET_STAGES}")
     listed = manifest.info.get("shards")
     shards = [artifact / name for name in listed] if listed else sorted(artifact.glob(SHARD_GLOB))
     missing = [shard for shard in shards if not shard.is_file()]

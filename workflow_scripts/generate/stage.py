@@ -9,7 +9,10 @@ a killed run resumes where it stopped. Invalid or truncated documents are retrie
 
 Output: ``generations-NNNNN.parquet`` shards (one row per generation: ids, topic, template, style,
 persona, model, seed, raw JSON, rendered text, token counts, finish reason), ``failures.parquet`` and
-the manifest (requests, cache hits, backend calls, failures, tokens in/out, throughput).
+the manifest (requests, cache hits, backend calls, failures; prompt, cached-prompt and completion tokens and
+dollars of every answer used, at the generator's ``models.NAME.price``). What this run paid goes into the run
+sidecar. ``generate.budget_usd`` stops the stage before a batch that could exceed it (see
+:mod:`workflow_scripts.llm.cost`); a rerun with a larger budget resumes from the cache.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from workflow_scripts.generate.templates import (
     plan_generation,
 )
 from workflow_scripts.llm.cache import CachedBackend, RequestCache, request_key
-from workflow_scripts.llm.loader import LazyBackend
+from workflow_scripts.llm.cost import Budget, BudgetedBackend, Usage, backend_mode, price_info, usage_counts
+from workflow_scripts.llm.loader import LazyBackend, batch_state_dir
 from workflow_scripts.llm.form import prompt_layout
 from workflow_scripts.llm.types import LLMBackend, LLMRequest, LLMResponse
 
@@ -191,6 +195,7 @@ class GenerationResult:
     generations: pl.DataFrame | None  # None when rows went to a ShardWriter
     failures: pl.DataFrame
     counts: dict[str, float | int]
+    run: dict[str, Any] = field(default_factory=dict)  # facts of this run only (what it paid)
 
 
 @dataclass
@@ -198,6 +203,7 @@ class _Tally:
     requests: int = 0
     prefetched_hits: int = 0
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
     completion_tokens: int = 0
     kept_completion_tokens: int = 0
     generations: int = 0
@@ -228,6 +234,8 @@ def generate_experiment(
         personas = load_personas(generation.prompts.personas_path)
     bounds = generation.json_schema
     layout = prompt_layout(generation.backend_for(spec.generator))
+    if generation.backend_for(spec.generator).mode == "batch":  # a chunk's misses go out as one Batch API job
+        generation = generation.model_copy(update={"requests_per_batch": generation.plan_chunk_size})
     if bounds.string_mode == "pattern":
         longest = max_document_chars(bounds, generation.prompts.personas_per_prompt if personas else 0)
         if decoding.max_new_tokens < longest:
@@ -236,7 +244,10 @@ def generate_experiment(
     in_memory = sink is None
     sink = sink if sink is not None else RowSink()
     pool = TopicPool(topics)
-    cached = CachedBackend(backend, cache)
+    price = config.models[spec.generator].price
+    mode = backend_mode(generation.backend_for(spec.generator))
+    budget = Budget(generation.budget_usd, price, mode, "generate.budget_usd", where=f"generate {experiment}")
+    cached = BudgetedBackend(CachedBackend(backend, cache), budget)
     tally = _Tally()
     failures: list[_Job] = []
     transient: list[str] = []
@@ -275,6 +286,8 @@ def generate_experiment(
     counts: dict[str, float | int] = {
         "topics": len(topics),
         "generations_per_topic": spec.generations_per_topic,
+        # a unique-token target: G was derived from it (SyntheticSpec), the kept completion tokens show the reach
+        **({"unique_tokens_target": spec.unique_tokens} if spec.unique_tokens is not None else {}),
         "generations_planned": planned,
         "generations": tally.generations,
         "failures": failure_frame.height,
@@ -283,11 +296,14 @@ def generate_experiment(
         # schema-valid, usable documents: on the first request, and within generate.max_attempts
         "valid_first_attempt_rate": round(tally.first_attempt_valid / planned, 4) if planned else 0,
         "valid_within_attempts_rate": round(tally.generations / planned, 4) if planned else 0,
+        # every answer the stage used (all attempts, cache hits included), as if all were paid
+        **usage_counts(Usage(tally.requests, tally.prompt_tokens, tally.cached_prompt_tokens,
+                             tally.completion_tokens), price, mode),
+        "completion_tokens_kept": tally.kept_completion_tokens,
+    }
+    timings = {  # of this run only (they depend on what the cache held): the run sidecar, not the manifest
         "cache_hits": hits,
         "backend_requests": cached.backend_requests,
-        "prompt_tokens": tally.prompt_tokens,
-        "completion_tokens": tally.completion_tokens,
-        "completion_tokens_kept": tally.kept_completion_tokens,
         "backend_prompt_tokens": cached.backend_prompt_tokens,
         "backend_completion_tokens": cached.backend_completion_tokens,
         "backend_seconds": round(backend_seconds, 3),
@@ -298,13 +314,19 @@ def generate_experiment(
     }
     log.info("%s: %d generations, %d failures, %d requests (%d cache hits, %d backend calls)", experiment,
              tally.generations, failure_frame.height, tally.requests, hits, cached.backend_requests)
-    return GenerationResult(sink.frame() if in_memory else None, failure_frame, counts)
+    paid = usage_counts(budget.paid, price, mode, prefix="paid_")
+    log.info("%s: answers cost $%.4f at list price (%.1f%% of prompt tokens from the provider's prompt cache); "
+             "this run paid $%.4f", experiment, counts["cost_usd"], 100 * counts["cached_prompt_share"],
+             paid["paid_cost_usd"])
+    return GenerationResult(sink.frame() if in_memory else None, failure_frame, counts,
+                            run={**paid, "paid_requests": budget.paid.requests, **timings})
 
 
 def _run_attempts(jobs: list[_Job], global_seed: int, generation: GenerationConfig, decoding: Decoding,
-                  cached: CachedBackend, tally: _Tally, failures: list[_Job], transient: list[str],
+                  cached: BudgetedBackend, tally: _Tally, failures: list[_Job], transient: list[str],
                   bar: Any) -> dict[str, LLMResponse]:
-    """Ask for every job, retrying unusable answers with a new seed; returns the usable answers."""
+    """Ask for every job, retrying unusable answers with a new seed; returns the usable answers. Each batch
+    of misses is checked against the budget before it is sent (:class:`~workflow_scripts.llm.cost.Budget`)."""
     identity = cached.identity()
     successes: dict[str, LLMResponse] = {}
     pending = jobs
@@ -323,6 +345,7 @@ def _run_attempts(jobs: list[_Job], global_seed: int, generation: GenerationConf
         tally.requests += len(requests)
         answers = cached.cache.get_many(job.last_key for job in pending)
         tally.prefetched_hits += len(answers)
+        cached.budget.charge(answers.values())
         misses = [(job, request) for job, request in zip(pending, requests) if job.last_key not in answers]
         if bar is not None:
             if attempt > 0:
@@ -340,6 +363,7 @@ def _run_attempts(jobs: list[_Job], global_seed: int, generation: GenerationConf
         for job in pending:
             answer = answers[job.last_key]
             tally.prompt_tokens += answer.prompt_tokens
+            tally.cached_prompt_tokens += min(answer.cached_prompt_tokens, answer.prompt_tokens)
             tally.completion_tokens += answer.completion_tokens
             job.last_text, job.last_finish = answer.text, answer.finish_reason
             if answer.transient:
@@ -425,7 +449,8 @@ def run_stage(
         inputs["models"] = models_dir
     topics = read_topics(topics_dir, spec.topics)
     if backend is None:
-        backend = LazyBackend(model_spec, models_dir, generation.backend_for(spec.generator))
+        backend = LazyBackend(model_spec, models_dir, generation.backend_for(spec.generator),
+                              state_dir=batch_state_dir(cache_dir))
     identity = job_identity(config, STAGE, experiment, inputs)
     with RequestCache(cache_dir) as cache, build_artifact(out, identity=identity, inputs=inputs) as artifact:
         writer = ShardWriter(artifact.path, generation.rows_per_shard)
@@ -434,11 +459,13 @@ def run_stage(
         shards = writer.shards
         result.failures.write_parquet(artifact.path / FAILURES_FILE)
         artifact.counts.update(result.counts)
+        artifact.run.update(result.run)
         artifact.info.update({
+            **price_info(model_spec.price, backend_mode(generation.backend_for(spec.generator))),
             "template": spec.template, "generator": spec.generator, "model_identity": backend.identity(),
             "shards": shards, "failures_file": FAILURES_FILE, "columns": list(GENERATION_SCHEMA),
-            "backend_loaded": getattr(backend, "loaded", True),
         })
+        artifact.run["backend_loaded"] = getattr(backend, "loaded", True)
     return out
 
 

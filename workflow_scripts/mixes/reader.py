@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from workflow_scripts.core.artifacts import ArtifactError
+from workflow_scripts.core.artifacts import MANIFEST, ArtifactError, verify_files
 from workflow_scripts.core.hashing import hash_value
 from workflow_scripts.tokenization.reader import TokenizerInfo, check_tokenizer
 
@@ -156,6 +156,44 @@ def resolve_prefix(prefix: str, root: Path | None = None) -> str:
     return str(path)
 
 
+def enclosing_artifact(path: Path) -> Path | None:
+    """The artifact directory (the nearest folder with a manifest) a file belongs to."""
+    for folder in Path(path).parents:
+        if (folder / MANIFEST).is_file():
+            return folder
+    return None
+
+
+def verify_blend_files(blend: BlendFile, root: Path | None = None) -> dict[str, float | int]:
+    """Check every ``.bin``/``.idx`` the blend reads against the manifest of the tokenize artifact holding it
+    (size, then a streaming sha256; :func:`workflow_scripts.core.artifacts.verify_files`), and against the
+    hashes the blend recorded. A truncated or overwritten token file is named in one line before Megatron
+    opens it. Returns the cost (files, bytes, seconds)."""
+    total: dict[str, float | int] = {"files": 0, "bytes": 0, "seconds": 0.0}
+    expected = {source.prefix: (source.bin_sha256, source.idx_sha256) for source in blend.sources}
+    prefixes = [*blend.prefixes, *(blend.valid.prefixes if blend.valid is not None else [])]
+    for prefix in dict.fromkeys(prefixes):
+        resolved = Path(resolve_prefix(prefix, root))
+        owner = enclosing_artifact(resolved)
+        if owner is None:
+            raise ArtifactError(f"blend prefix {prefix!r}: {resolved} is not inside an artifact (no {MANIFEST} "
+                                "above it); rebuild the mix from tokenize artifacts")
+        cost = verify_files(owner)
+        for key in total:
+            total[key] += cost[key]
+        if prefix in expected:
+            manifest_files = json.loads((owner / MANIFEST).read_text())["files"]
+            for suffix, digest in zip((".bin", ".idx"), expected[prefix]):
+                rel = Path(f"{resolved}{suffix}").relative_to(owner).as_posix()
+                if manifest_files.get(rel) != digest:
+                    raise ArtifactError(f"{resolved}{suffix} is not the file the mix was built from (its hash "
+                                        "differs from blend.json's); rebuild the mix")
+    total["seconds"] = round(total["seconds"], 3)
+    log.info("verified the blend's token files: %d files (%.1f MB) in %.2f s", total["files"],
+             total["bytes"] / 1e6, total["seconds"])
+    return total
+
+
 @contextmanager
 def single_process_group() -> Iterator[None]:
     """Initialise a one-process gloo group if none exists (Megatron's builders need one); undo it after."""
@@ -215,6 +253,7 @@ def build_gpt_datasets(
     root: Path | str | None = None,
     strict_budget: bool = True,
     is_built_on_rank: Callable[[], bool] | None = None,
+    verify: bool = True,
     **gpt_config: Any,
 ) -> tuple[Any, Any, Any]:
     """(train, valid, test) Megatron datasets for a mix; ``test`` is always None.
@@ -228,6 +267,8 @@ def build_gpt_datasets(
     - ``valid_samples``: size of the validation blend over the held-out real data (None: one full pass of it;
       no held-out data: ``valid`` is None).
     - ``root``: directory relative prefixes are resolved against (default: the working directory).
+    - ``verify``: first check every token file against its tokenize artifact's manifest
+      (:func:`verify_blend_files`: a streaming hash of every byte, cost logged).
     - ``gpt_config``: extra ``GPTDatasetConfig`` fields (defaults: no position/attention-mask reset, no EOD
       loss mask, ``create_attention_mask=False``).
 
@@ -253,6 +294,8 @@ def build_gpt_datasets(
             "use torchrun, or wrap the call in workflow_scripts.mixes.reader.single_process_group()"
         )
     root = Path(root) if root is not None else None
+    if verify:
+        verify_blend_files(blend, root)
     train_blend = ([resolve_prefix(p, root) for p in blend.prefixes], list(blend.weights))
     valid_blend = None
     if blend.valid is not None:

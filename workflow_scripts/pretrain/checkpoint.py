@@ -145,6 +145,28 @@ def clean_temporaries(root: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
 
 
+DCP_METADATA = ".metadata"
+FIXED_SAVE_ID = "00000000-0000-0000-0000-000000000000"
+
+
+def make_reproducible(path: Path) -> None:
+    """Give a saved checkpoint the same bytes for the same weights: torch.distributed.checkpoint stamps a
+    random ``save_id`` (a uuid) into ``.metadata``, which only identifies the save; it is set to a constant."""
+    import pickle
+
+    file = path / DCP_METADATA
+    if not file.is_file():
+        return
+    with open(file, "rb") as handle:
+        metadata = pickle.load(handle)
+    storage = getattr(metadata, "storage_meta", None)
+    if storage is None or getattr(storage, "save_id", None) in (None, FIXED_SAVE_ID):
+        return
+    storage.save_id = FIXED_SAVE_ID
+    with open(file, "wb") as handle:
+        pickle.dump(metadata, handle)  # as torch's FileSystemWriter writes it
+
+
 def load(path: Path, model, optimizer, scheduler, *, on_cpu: bool) -> Progress:
     """Restore model, optimizer, scheduler and this rank's RNG states from ``path``; collective."""
     from megatron.core import dist_checkpointing

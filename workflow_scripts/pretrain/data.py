@@ -11,6 +11,7 @@ reads exactly the samples the uninterrupted run would have read.
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +55,12 @@ def build_train_dataset(mix: Mix, *, samples: int, seq_length: int, seed: int, c
     """
     from workflow_scripts.mixes.reader import build_gpt_datasets
 
+    # One process per node re-hashes the token files (they may be node-local copies); torchrun stops the
+    # others when it refuses them.
+    first_on_node = os.environ.get("LOCAL_RANK", "0") == "0"
     train, _, _ = build_gpt_datasets(mix.root, cache_dir=cache_dir, seq_length=seq_length, num_samples=samples,
-                                     seed=seed, strict_budget=strict_budget, eod_mask_loss=eod_mask_loss)
+                                     seed=seed, strict_budget=strict_budget, eod_mask_loss=eod_mask_loss,
+                                     verify=first_on_node)
     return train
 
 

@@ -1,4 +1,5 @@
-"""Per-step training metrics: a TSV file ``dvc plots`` draws, and model FLOPs utilisation (MFU).
+"""Per-step training metrics: a TSV file ``dvc plots`` draws, its timings beside it, and model FLOPs
+utilisation (MFU).
 
 MFU = achieved model FLOPs per second / peak FLOPs per second of the GPUs used, with model FLOPs from
 :func:`workflow_scripts.config.model_configs.flops_per_token` (6 N + 12 L s h per token).
@@ -13,7 +14,11 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("step", "consumed_samples", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "elapsed_s")
+# metrics.tsv is part of the artifact (content-hashed): only what an identical rerun reproduces. The clock's
+# columns go to timings.tsv, which the stage keeps beside the artifact, untracked (<artifact>.timings.tsv).
+COLUMNS = ("step", "consumed_samples", "tokens", "loss", "lr", "grad_norm")
+TIMING_COLUMNS = ("step", "tokens_per_s", "mfu", "elapsed_s")
+TIMINGS_FILE = "timings.tsv"
 
 # Dense bf16 peak per GPU in TFLOP/s (vendor datasheets, without sparsity), matched on the device name.
 PEAK_BF16_TFLOPS = {
@@ -45,26 +50,30 @@ def mfu(tokens_per_s: float, flops_per_token: float, peak_tflops_per_gpu: float 
 
 
 class MetricsLog:
-    """Appends one row per step; on resume keeps only the rows up to the checkpoint's step."""
+    """Appends one row per step to ``path`` (:data:`COLUMNS`) and its timings to ``timings.tsv`` beside it
+    (:data:`TIMING_COLUMNS`); on resume keeps only the rows up to the checkpoint's step."""
 
     def __init__(self, path: Path, resume_step: int) -> None:
-        self.path = path
-        rows = self._read() if resume_step > 0 else []
-        rows = [r for r in rows if int(r["step"]) <= resume_step]
-        with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, COLUMNS, delimiter="\t")
-            writer.writeheader()
-            writer.writerows(rows)
+        self.files = {path: COLUMNS, path.with_name(TIMINGS_FILE): TIMING_COLUMNS}
+        for file, columns in self.files.items():
+            rows = self._read(file) if resume_step > 0 else []
+            rows = [{k: r.get(k, "") for k in columns} for r in rows if int(r["step"]) <= resume_step]
+            with open(file, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, columns, delimiter="\t")
+                writer.writeheader()
+                writer.writerows(rows)
 
-    def _read(self) -> list[dict[str, str]]:
-        if not self.path.is_file():
+    @staticmethod
+    def _read(path: Path) -> list[dict[str, str]]:
+        if not path.is_file():
             return []
-        with open(self.path, newline="") as handle:
+        with open(path, newline="") as handle:
             return list(csv.DictReader(handle, delimiter="\t"))
 
     def append(self, row: dict[str, float | int]) -> None:
-        with open(self.path, "a", newline="") as handle:
-            csv.DictWriter(handle, COLUMNS, delimiter="\t").writerow({k: _fmt(row.get(k)) for k in COLUMNS})
+        for file, columns in self.files.items():
+            with open(file, "a", newline="") as handle:
+                csv.DictWriter(handle, columns, delimiter="\t").writerow({k: _fmt(row.get(k)) for k in columns})
 
 
 def _fmt(value: float | int | None) -> str:

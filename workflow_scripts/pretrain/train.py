@@ -24,7 +24,8 @@ The artifact appears only when training has finished. Kill the whole process
 group (as torchrun and SLURM do): dist_checkpointing's writer keeps a helper process.
 
 Output artifact: ``checkpoint/`` (the final dist checkpoint), ``pretrain.json`` (architecture, vocabulary,
-sequence length, steps), ``metrics.tsv`` (per step: loss, lr, grad_norm, tokens_per_s, mfu, ...), and
+sequence length, steps), ``metrics.tsv`` (per step: loss, lr, grad_norm, ...; the timings per step,
+tokens_per_s, mfu and elapsed_s, go to the untracked ``<artifact>.timings.tsv`` beside it), and
 ``tokenizer/`` when the mix records a tokenizer folder. ``python -m workflow_scripts.pretrain.convert``
 turns it into a Hugging Face Llama folder.
 """
@@ -123,9 +124,9 @@ def plan_run(config: PretrainConfig, mix: Mix) -> Plan:
 
 
 def mix_identity(mix_dir: Path, experiment: str | None) -> str:
-    """The mix's identity from its manifest (cheap: no re-hashing of token files); refuses a mix of another
-    experiment."""
-    manifest = read_manifest(mix_dir, stage=MIX_STAGE, experiment=experiment)
+    """The mix's identity from its manifest; refuses a mix of another experiment, or one whose files no longer
+    match its manifest (the token files it points to are checked when the datasets are built)."""
+    manifest = read_manifest(mix_dir, stage=MIX_STAGE, experiment=experiment, verify=True)
     return hash_value({"files": manifest.files, "blend": read_blend(mix_dir).content_hash()})
 
 
@@ -458,10 +459,12 @@ def _prepare_work_dir(work: Path, fingerprint: str, resume: bool) -> None:
 
 def _publish(out: Path, final: Path, work: Path, mix: Mix, plan: Plan, config: PretrainConfig,
              job: JobIdentity, runtime, dtype_name: str, world: int) -> None:
-    from workflow_scripts.pretrain.metrics import read_metrics
+    from workflow_scripts.pretrain import checkpoint
+    from workflow_scripts.pretrain.metrics import TIMINGS_FILE, read_metrics
     from workflow_scripts.pretrain.model import layer_spec_name
 
     rows = read_metrics(work / "metrics.tsv")
+    timings = read_metrics(work / TIMINGS_FILE) if (work / TIMINGS_FILE).is_file() else []
     info = {
         "model": plan.arch.to_dict(),
         "vocab_size": plan.vocab_size,
@@ -481,12 +484,19 @@ def _publish(out: Path, final: Path, work: Path, mix: Mix, plan: Plan, config: P
         "checkpoint_format": "megatron.core.dist_checkpointing",
     }
     inputs = {"mix": mix.root, **({"tokenizer": mix.tokenizer_dir} if mix.tokenizer_dir is not None else {})}
-    speeds = sorted(r["tokens_per_s"] for r in rows)
+    speeds = sorted(r["tokens_per_s"] for r in timings)
     log.info("trained %d steps (%d tokens): final loss %.4f, median %.0f tokens/s", plan.train_steps,
              info["tokens"], rows[-1]["loss"] if rows else math.nan, speeds[len(speeds) // 2] if speeds else 0)
     with build_artifact(out, identity=job, inputs=inputs) as artifact:
         shutil.copytree(final, artifact.path / "checkpoint")
+        checkpoint.make_reproducible(artifact.path / "checkpoint")
         shutil.copy2(work / "metrics.tsv", artifact.path / "metrics.tsv")
+        if timings:  # the clock's columns: beside the artifact, untracked
+            shutil.copy2(work / TIMINGS_FILE, artifact.run_file(TIMINGS_FILE))
+            mfus = sorted(r["mfu"] for r in timings if not math.isnan(r["mfu"]))
+            artifact.run.update(tokens_per_s_median=round(speeds[len(speeds) // 2], 1),
+                                mfu_median=round(mfus[len(mfus) // 2], 4) if mfus else None,
+                                train_seconds=round(timings[-1]["elapsed_s"], 3))
         if mix.tokenizer_dir is not None:
             shutil.copytree(mix.tokenizer_dir, artifact.path / "tokenizer")
         (artifact.path / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
@@ -498,7 +508,8 @@ def _publish(out: Path, final: Path, work: Path, mix: Mix, plan: Plan, config: P
 def run(args: argparse.Namespace) -> None:
     config = load_checked_config(args.config, args.experiment)
     identity = job_identity(config, STAGE, args.experiment, {"mix": args.mix})
-    run_training(args.mix, args.out, config.pretrain, identity=identity, experiment=args.experiment,
+    run_training(args.mix, args.out, config.pretrain_for(args.experiment), identity=identity,
+                 experiment=args.experiment,
                  resume=not args.no_resume)
 
 

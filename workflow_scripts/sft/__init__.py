@@ -14,5 +14,5 @@ prompt, and only the response tokens carry loss (prompt labels are -100).
 
 Output: a Hugging Face model folder (weights, tokenizer with its chat template, ``generation_config.json``),
 ``sft_info.json`` (system prompt, chat template, data counts, losses), ``metrics.csv`` (per optimiser step:
-step, epoch, loss, lr, grad_norm, tokens, elapsed_s) and ``heldout.jsonl`` (the held-out conversations).
+step, epoch, loss, lr, grad_norm, tokens; the timings are in the log) and ``heldout.jsonl`` (the held-out conversations).
 """

@@ -41,7 +41,7 @@ def _local_inputs(config: SFTConfig) -> dict[str, Path]:
 
 def run(args: argparse.Namespace) -> None:
     config = load_checked_config(args.config, args.experiment)
-    section = config.sft
+    section = config.sft_for(args.experiment) if args.experiment in config.experiments else config.sft
     model = Path(args.model)
     inputs: dict[str, Path] = _local_inputs(section)
     info: dict[str, Any] = {}
@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> None:
         info["base_stage"] = _check_upstream(model, args.experiment, "the model")
         inputs["model"] = model
     wanted = section.generations_experiment(args.experiment)
+    if wanted in config.experiments:  # an experiment trained on another's set reads that set's generations
+        wanted = config.synthetic_set(wanted) or wanted
     if wanted is not None:
         if args.generations is None:
             raise InputError("sft.sources has a generated_mcq source: pass --generations")

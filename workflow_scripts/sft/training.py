@@ -110,7 +110,7 @@ def train(
         tqdm(total=total_steps, desc="sft", unit="step") as bar,
     ):
         writer = csv.writer(handle)
-        writer.writerow(["step", "epoch", "loss", "lr", "grad_norm", "tokens", "elapsed_s"])
+        writer.writerow(["step", "epoch", "loss", "lr", "grad_norm", "tokens"])  # no clock: it is hashed
         for micro in range(total_micro):
             if not order:
                 order = list(range(len(items)))
@@ -144,12 +144,12 @@ def train(
                     f"{lr:.6g}",
                     f"{float(grad_norm):.6f}",
                     tokens,
-                    round(time.perf_counter() - started, 3),
                 ]
             )
             bar.update(1)
             if step % config.log_every == 0 or step == total_steps:
                 log.info("step %d/%d loss %.4f lr %.3g", step, total_steps, last_loss, lr)
+    log.info("trained %d steps (%d response tokens) in %.1f s", step, tokens, time.perf_counter() - started)
     return {"steps": step, "train_tokens": tokens, "final_train_loss": last_loss}
 
 

@@ -188,14 +188,15 @@ def read_tokenized(
     artifact: Path | str,
     expect: TokenizerInfo | Mapping[str, Any] | None = None,
     *,
-    verify_hashes: bool = False,
+    verify_hashes: bool = True,
 ) -> TokenizedArtifact:
     """Open a tokenize artifact and refuse it when its tokenizer differs from ``expect``.
 
     ``expect`` may be a full :class:`TokenizerInfo` or a partial mapping such as
     ``{"vocab_size": 50295, "dtype": "uint16"}``; every key it holds among hash / vocab_size / eod_id /
     dtype must match. The .idx headers are checked against the manifest (dtype, document count);
-    ``verify_hashes`` also re-hashes every file (slow on big corpora).
+    ``verify_hashes`` (default) also checks every file against the manifest (a streaming hash, once per
+    process; False for a quick look at the facts only).
     """
     artifact = Path(artifact)
     manifest = read_manifest(artifact)

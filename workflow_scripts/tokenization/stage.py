@@ -45,7 +45,6 @@ from workflow_scripts.core.artifacts import (
 from workflow_scripts.core.cli import add_common_arguments, load_checked_config, run_main
 from workflow_scripts.core.identity import code_hash, job_identity
 from workflow_scripts.core.stages import STAGES
-from workflow_scripts.generate.reader import STAGE as GENERATION_STAGE
 from workflow_scripts.generate.reader import generation_shards
 from workflow_scripts.tokenization.encode import OrderedPool, encode_batch, init_encoder
 from workflow_scripts.tokenization.indexed import IndexedDatasetWriter
@@ -304,6 +303,8 @@ def tokenize_parts(
             chars=totals.chars,
             skipped_empty=totals.skipped_empty,
             datasets=len(writers),
+        )
+        artifact.run.update(  # of this run only (the output does not depend on them): not hashed
             workers=workers,
             encode_seconds=round(seconds, 3),
             encode_cpu_seconds=round(cpu, 3),
@@ -441,7 +442,7 @@ def run_synthetic(args: argparse.Namespace) -> None:
         STAGE_SYNTHETIC,
         parts,
         {"generations": args.generations},
-        {"artifact": args.generations.as_posix(), "stage": GENERATION_STAGE},
+        {"artifact": args.generations.as_posix(), "stage": read_manifest(args.generations).stage},
     )
 
 

@@ -73,6 +73,18 @@ class CriteriaError(RuntimeError):
     """Stages 1-3 produced no usable criteria for a seed."""
 
 
+def handwritten_criteria(config: ClusterAgentConfig, plans: Sequence[SeedPlan]
+                         ) -> tuple[dict[int, Criteria], dict[int, dict[str, Any]]]:
+    """The configured criteria for every seed (stages 1-3 skipped: no requests)."""
+    written = config.criteria
+    metadata = tuple(Item(i.name, i.description) for i in written.metadata)
+    metrics = tuple(Item(i.name, i.description, tuple(i.rubric)) for i in written.metrics)
+    sentences = tuple((m.description, x.description) for m, x in zip(written.metadata, written.metrics))
+    criteria = Criteria(metadata, metrics, sentences)
+    return ({plan.seed: criteria for plan in plans},
+            {plan.seed: {"handwritten": True, **criteria.to_json()} for plan in plans})
+
+
 def sample_labels(k: int) -> list[str]:
     return [f"S{i}" for i in range(1, k + 1)]
 
@@ -103,6 +115,7 @@ class StageUsage:
     failures: int = 0          # jobs without a usable answer after every attempt
     first_attempt_ok: int = 0  # jobs answered usably at the first attempt
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0  # of prompt_tokens, served from the provider's prompt cache
     completion_tokens: int = 0
 
     def to_dict(self) -> dict[str, int]:
@@ -177,10 +190,11 @@ class ClusterAgent:
                                    seed=request_seed(stage, *jobs[i].key, attempt),
                                    repetition_penalty=decoding.repetition_penalty) for i in pending]
             responses: list[LLMResponse] = []
-            chunks = range(0, len(requests), config.requests_per_batch)
+            per_call = len(requests) if config.backend.mode == "batch" else config.requests_per_batch  # one job
+            chunks = range(0, len(requests), per_call)
             for start in tqdm(chunks, desc=f"cluster-agent {stage}" + (f" (retry {attempt})" if attempt else ""),
                               unit="batch", disable=not self.progress or len(chunks) < 2, leave=False):
-                batch = requests[start:start + config.requests_per_batch]
+                batch = requests[start:start + per_call]
                 answers = self.backend.generate(batch)
                 if len(answers) != len(batch):
                     raise RuntimeError(f"judge returned {len(answers)} answers for {len(batch)} requests")
@@ -193,6 +207,7 @@ class ClusterAgent:
                 result.completion_tokens += response.completion_tokens
                 usage.calls += 1
                 usage.prompt_tokens += response.prompt_tokens
+                usage.cached_prompt_tokens += min(response.cached_prompt_tokens, response.prompt_tokens)
                 usage.completion_tokens += response.completion_tokens
                 error = _usable(response)
                 if error is None and jobs[i].check is not None:
@@ -219,6 +234,8 @@ class ClusterAgent:
     def build_criteria(self, plans: Sequence[SeedPlan], texts: Mapping[int, str]
                        ) -> tuple[dict[int, Criteria], dict[int, dict[str, Any]]]:
         config = self.config
+        if config.criteria is not None:
+            return handwritten_criteria(config, plans)
         cut = config.max_sample_chars
         generation_schema = schemas.generation_schema(config.min_items, config.max_items, config.strings)
         jobs = [Job((plan.seed, m), prompts.generation_prompt([texts[int(i)][:cut] for i in sample],

@@ -1,7 +1,10 @@
 """The judge's prompts for the five Cluster-agent stages (our own wording; structure after the paper).
 
-Every prompt ends with the exact JSON shape expected; the request also carries the JSON schema, so a
-backend with constrained decoding cannot answer anything else.
+Every prompt states the exact JSON shape expected; the request also carries the JSON schema, so a backend
+with constrained decoding cannot answer anything else. The JSON layout puts the fixed part first (the
+instructions, the criteria header, the shape) and the documents last, so the requests of one stage share a
+long prefix for providers' prompt caches; the form layout (small local models) keeps the documents first and
+the request last (a small model follows what it read most recently).
 """
 
 from __future__ import annotations
@@ -81,6 +84,15 @@ def _messages(user: str, layout: str = "json") -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
+def _laid_out(fixed: str, material: str, request: str, shape: object, layout: str) -> list[dict[str, str]]:
+    """JSON layout: ``fixed`` (same for every request of the stage), ``request``, the shape, then ``material``
+    (the documents). Form layout: ``fixed``, ``material``, then ``request`` (the words before any change)."""
+    answer = f"Answer with JSON shaped like {_shape(shape)}"
+    if layout == "form":
+        return _messages(f"{fixed}{material}\n\n{request}\n{answer}", layout)
+    return _messages(f"{fixed}{request}\n{answer}\n\n{material}", layout)
+
+
 def _range(low: int, high: int) -> str:
     return str(low) if low == high else f"between {low} and {high}"
 
@@ -90,19 +102,18 @@ def generation_prompt(texts: Sequence[str], low: int, high: int, layout: str = "
     shape = {"metadata": [{"name": "...", "description": "..."}, "..."],
              "metrics": [{"name": "...", "description": "...", "rubric": ["level 1", "2", "3", "4", "level 5"]},
                          "..."]}
-    user = (
-        f"Here are {len(texts)} documents taken at random from a large collection of training texts.\n\n"
-        f"{_documents(labels, texts)}\n\n"
+    material = (f"Here are {len(texts)} documents taken at random from a large collection of training texts.\n\n"
+                f"{_documents(labels, texts)}")
+    request = (
         "Work out how documents of this collection could be told apart.\n"
         f"1. Metadata: {_range(low, high)} attributes that say what a document is (for instance its field "
         "of knowledge, its genre, its intended reader), ordered from the broadest to the most specific. "
         "Give each a short name and a one-sentence description.\n"
         f"2. Metrics: {_range(low, high)} qualities on which any document could be rated. Give each a short "
         "name, a one-sentence description and a rubric of five levels, from level 1 (lowest) to level 5 "
-        "(highest).\n"
-        f"Answer with JSON shaped like {_shape(shape)}"
+        "(highest)."
     )
-    return _messages(user, layout)
+    return _laid_out("", material, request, shape, layout)
 
 
 def gathering_prompt(kind: str, proposals: Sequence[Item], k: int, layout: str = "json") -> list[dict[str, str]]:
@@ -148,16 +159,19 @@ def clustering_prompt(criteria: Criteria, labels: Sequence[str], texts: Sequence
     shape = {"clusters": [{"members": [labels[0], "..."], "uniqueness": "...",
                            "metadata": ["..."] * len(criteria.metadata), "scores": [3] * len(criteria.metrics)},
                           "..."]}
-    user = (
-        f"{criteria.header()}\n\nDocuments:\n{_documents(labels, texts)}\n\n"
+    request = (
         f"Group these {len(labels)} documents into clusters of documents that are alike under the criteria "
         "above. Every document belongs to exactly one cluster; a document unlike all the others forms a "
         "cluster of its own. For each cluster give its members (document ids), the reason it stands apart "
         f"from the other clusters, its value for each metadata item in this order ({metadata_names}) and a "
-        f"score from 1 to 5 for each metric in this order ({metric_names}).\n"
-        f"Answer with JSON shaped like {_shape(shape)}"
+        f"score from 1 to 5 for each metric in this order ({metric_names})."
     )
-    return _messages(user, layout)
+    return _laid_out(f"{criteria.header()}\n\n", f"Documents:\n{_documents(labels, texts)}", request, shape,
+                     layout)
+
+
+_VERIFY = ("Do all its members truly share their characteristics under the criteria, so that the cluster holds "
+           "together? Explain briefly, then give valid = 1 if it does and valid = 0 if it should be split.")
 
 
 def verification_prompt(criteria: Criteria, labels: Sequence[str], texts: Sequence[str],
@@ -167,14 +181,15 @@ def verification_prompt(criteria: Criteria, labels: Sequence[str], texts: Sequen
     listing = "\n".join(f"{label}: {', '.join(members)} (stated reason: {reason})"
                         for label, members, reason in clusters)
     shape = {label: {"reasoning": "...", "valid": 1} for label in to_check}
-    user = (
-        f"{criteria.header()}\n\nDocuments:\n{_documents(labels, texts)}\n\n"
-        f"An earlier step grouped these documents as follows:\n{listing}\n\n"
-        f"Check each of these clusters: {', '.join(to_check)}. Do all its members truly share their "
-        "characteristics under the criteria, so that the cluster holds together? Explain briefly, then give "
-        "valid = 1 if it does and valid = 0 if it should be split.\n"
-        f"Answer with JSON shaped like {_shape(shape)}"
-    )
+    documents = f"Documents:\n{_documents(labels, texts)}"
+    if layout == "form":
+        return _laid_out(f"{criteria.header()}\n\n", f"{documents}\n\nAn earlier step grouped these documents as "
+                         f"follows:\n{listing}", f"Check each of these clusters: {', '.join(to_check)}. "
+                         f"{_VERIFY}", shape, layout)
+    # the clusters to check vary per request: named after the documents, only the header and the task lead
+    user = (f"{criteria.header()}\n\nAn earlier step grouped the documents below into clusters. Check each "
+            f"cluster named at the end. {_VERIFY}\n\n{documents}\n\nThe grouping:\n{listing}\n\n"
+            f"Clusters to check: {', '.join(to_check)}.\nAnswer with JSON shaped like {_shape(shape)}")
     return _messages(user, layout)
 
 
@@ -184,6 +199,5 @@ def labeling_prompt(text: str, layout: str = "json") -> list[dict[str, str]]:
     The criteria header is left out on purpose: measured with SmolLM2-135M on twelve texts from twelve
     domains and on twelve rewordings of one text, labels without it told the two apart (12 against 4
     distinct labels), labels with it hardly did (12 against 10)."""
-    user = (f"Text:\n<<<\n{text}\n>>>\n\nIn two to four words, name the topic of this text.\n"
-            f"Answer with JSON shaped like {_shape({'label': '...'})}")
-    return _messages(user, layout)
+    return _laid_out("", f"Text:\n<<<\n{text}\n>>>", "In two to four words, name the topic of this text.",
+                     {"label": "..."}, layout)
