@@ -131,12 +131,13 @@ def test_a_repeated_key_is_refused_with_both_lines_and_exponents_read_as_numbers
 
 def test_a_request_that_cannot_fit_its_models_context_is_refused_with_the_numbers():
     raw = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
-    raw["diversity"]["cluster_agent"]["max_sample_chars"] = 4000  # K=10 samples of ~1000 tokens for an 8K gpt-4
+    raw["diversity"]["cluster_agent"]["judge"] = "gpt-35-turbo"
+    raw["diversity"]["cluster_agent"]["max_sample_chars"] = 8000  # K=10 samples of ~2000 tokens for a 16K judge
     with pytest.raises(ConfigError) as caught:
         parse_config(raw, "configs/paper.yaml")
     message = str(caught.value)
-    assert "diversity.cluster_agent: cluster_agent requests to 'gpt-4'" in message
-    assert "+ max_new_tokens 2048 = 12548, more than its context_window 8192" in message
+    assert "diversity.cluster_agent: cluster_agent requests to 'gpt-35-turbo'" in message
+    assert "+ max_new_tokens 2048 = 22548, more than its context_window 16385" in message
 
 
 def test_paper_api_models_are_pinned_snapshots_with_a_structured_output_mode_they_accept():

@@ -103,6 +103,17 @@ def test_without_verification_no_verifier_calls():
     assert set(records["verification"]) == {"disabled"}
 
 
+def test_handwritten_criteria_skip_stages_one_to_three():
+    criteria = {"metadata": [{"name": "domain", "description": "The field the text belongs to."}],
+                "metrics": [{"name": "depth", "description": "How deep the text goes.",
+                             "rubric": ["none", "little", "some", "much", "expert"]}]}
+    judge = ScriptedJudge()
+    run = run_agent(judge, config(criteria=criteria), corpus(3))
+    assert [stage_of(call[0].json_schema) for call in judge.calls] == ["clustering", "verification"]
+    assert run.records["criteria"][0].endswith("1. The field the text belongs to.\n2. How deep the text goes.")
+    assert all(log["handwritten"] for log in run.criteria.values())
+
+
 # --- retries and failures ---------------------------------------------------------------------------------
 
 

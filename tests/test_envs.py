@@ -155,8 +155,9 @@ def test_the_training_environment_can_be_made_without_transformer_engine_and_say
 
 # Parses the workflow (no DAG, nothing runs) and asks each rule's conda directive for every planned job.
 PROBE = """
-import json, sys
+import json, os, sys
 from pathlib import Path
+os.environ["WORKFLOW_SCRIPTS_INPUT_CHECKS"] = "warn"  # the paper's input files are not in the repository
 from snakemake.api import SnakemakeApi
 from snakemake.iocontainers import Wildcards
 from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
@@ -197,8 +198,10 @@ def test_paper_rules_name_the_vllm_environment_for_vllm_generators_only():
     assert envs["generate--generator_llama"] == envs["generate--generator_mistral"] == environments.VLLM
     # API generators in jobs that ask for a GPU (resources.stages.generate): the CUDA environment, not vLLM's
     assert envs["generate--t100k_g10"] == envs["generate--generator_gpt35"] == environments.TRAINING
-    # GPT-4 judges, GPT-2 scores perplexity on the job's GPU with transformers
-    assert {envs[name] for name in envs if name.startswith("diversity--")} == {environments.TRAINING}
+    # GPT-4 judges, GPT-2 scores perplexity on the job's GPU with transformers; the Llama-judge ablation on vLLM
+    assert {envs[name] for name in envs if name.startswith("diversity--")
+            and name != "diversity--ablation_judge_llama31"} == {environments.TRAINING}
+    assert envs["diversity--ablation_judge_llama31"] == environments.VLLM
     assert envs["pretrain--real_only"] == envs["sft--real_only"] == environments.TRAINING
     assert envs["real_corpus"] == envs["report"] == environments.CPU
 

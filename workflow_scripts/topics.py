@@ -29,6 +29,7 @@ from workflow_scripts.config import TopicsConfig
 from workflow_scripts.core.artifacts import InputError, build_artifact, read_manifest
 from workflow_scripts.core.cli import add_common_arguments, load_checked_config, run_main
 from workflow_scripts.core.identity import job_identity
+from workflow_scripts.core.inputs import read_topic_file
 
 log = logging.getLogger(__name__)
 
@@ -59,30 +60,6 @@ def source_files(config: TopicsConfig) -> list[Path]:
 
 
 # --- reading ----------------------------------------------------------------------------------------------
-
-
-def read_topic_file(path: Path) -> list[tuple[str, list[str]]]:
-    """Records of a JSON object ``{path: [keywords]}`` or JSONL lines of such objects."""
-    text = path.read_text(encoding="utf-8")
-    try:
-        payloads = [(1, json.loads(text))]
-    except json.JSONDecodeError:
-        payloads = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    payloads.append((number, json.loads(line)))
-                except json.JSONDecodeError as error:
-                    raise InputError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-    records = []
-    for number, payload in payloads:
-        if not isinstance(payload, dict):
-            raise InputError(f"{path}:{number}: expected an object {{\"Domain/.../topic\": [keywords]}}")
-        for topic_path, keywords in payload.items():
-            if not isinstance(keywords, list) or not all(isinstance(k, str) for k in keywords):
-                raise InputError(f"{path}:{number}: keywords of {topic_path!r} must be a list of strings")
-            records.append((topic_path, keywords))
-    return records
 
 
 def normalise_path(path: str) -> str:
@@ -215,18 +192,22 @@ def run_catalog(args: argparse.Namespace) -> None:
     config = load_checked_config(args.config)
     files = source_files(config.topics)
     records = []
-    for file in files:
+    for index, file in enumerate(files):
         if not file.is_file():
-            raise InputError(f"topics.sources: topic file {file} does not exist")
+            raise InputError(f"topics.sources.{index}: topic file {file} does not exist")
         source = BUILTIN if file == builtin_topics_file() else file.as_posix()
         records += [(path, keywords, source) for path, keywords in read_topic_file(file)]
     inputs = {f"topics_{i}": f for i, f in enumerate(files)}
     if args.extracted is not None:
         read_manifest(args.extracted, stage="topic_extraction")
-        records += [(path, keywords, "extracted") for path, keywords in read_topic_file(args.extracted / "topics.json")]
+        extracted = read_topic_file(args.extracted / "topics.json", allow_empty=True)
+        records += [(path, keywords, "extracted") for path, keywords in extracted]
         inputs["extracted"] = args.extracted
     with build_artifact(args.out, identity=job_identity(config, "topics", inputs=inputs), inputs=inputs) as artifact:
         table, counts = build_catalog(records, config.topics)
+        if table.height == 0:
+            raise InputError(f"topics: no topic is left of {counts['input_records']} records (topics.min_keywords "
+                             f"{config.topics.min_keywords} dropped {counts['dropped_few_keywords']})")
         table.write_parquet(artifact.path / "topics.parquet")
         paper_format = dict(zip(table["path"], table["keywords"].to_list()))
         (artifact.path / "topics.json").write_text(json.dumps(paper_format, indent=1, ensure_ascii=False) + "\n")

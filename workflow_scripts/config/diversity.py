@@ -9,11 +9,11 @@ It is the ``diversity`` section of ``workflow_scripts.config.PipelineConfig``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from workflow_scripts.config.base import Name, Section
+from workflow_scripts.config.base import Name, OmitsUnset, Section
 from workflow_scripts.config.generate import BackendOptions
 
 LEXICAL = ("context_length", "self_repetition", "ngram_diversity", "compression_ratio")
@@ -85,7 +85,9 @@ class EmbeddingConfig(Section):
     batch_size: int = Field(64, gt=0)
     max_seq_length: int | None = Field(None, gt=0, description="truncation in word pieces (model default)")
     device: str = "auto"
-    kmeans_k: int = Field(10, ge=1, description="clusters (paper: 10K on 1M texts); capped at the texts")
+    kmeans_k: int = Field(10, ge=1, description="clusters (paper: 10K on 1M texts). When set, at most the texts "
+                          "scored (refused at plan time when above T x G or the bootstrap subset, by the stage "
+                          "otherwise); left unset, 10 capped at the texts. Always capped at the distinct texts")
     kmeans_n_init: int = Field(1, ge=1)
     kmeans_max_iter: int = Field(100, ge=1)
     kmeans_backend: Literal["sklearn", "torch"] = Field(
@@ -126,9 +128,32 @@ class JudgeDecoding(Section):
     repetition_penalty: float = Field(1.0, ge=1, le=2, description="local backends only; 1 = off")
 
 
-class ClusterAgentConfig(Section):
+class HandwrittenItem(Section):
+    name: str = Field(..., min_length=1)
+    description: str = Field(..., min_length=1, description="one sentence: the criteria header's line")
+    rubric: list[str] = Field([], description="metrics: levels 1..5, lowest first")
+
+
+class HandwrittenCriteria(Section):
+    """Clustering criteria written by hand instead of stages 1-3 (the paper's ablation): metadata and metrics
+    pair up, in order, as the header's interleaved lines."""
+
+    metadata: list[HandwrittenItem] = Field(..., min_length=1)
+    metrics: list[HandwrittenItem] = Field(..., min_length=1)
+
+    @model_validator(mode="after")
+    def _pairs(self) -> "HandwrittenCriteria":
+        if len(self.metadata) != len(self.metrics):
+            raise ValueError(f"give as many metadata items as metrics (got {len(self.metadata)} and "
+                             f"{len(self.metrics)}): they are interleaved in pairs")
+        return self
+
+
+class ClusterAgentConfig(OmitsUnset):
     """The LLM Cluster-agent (paper section 3.1): criteria from M rounds of J samples, then N rounds of
     clustering K samples with self-verification."""
+
+    omit_when_none: ClassVar[tuple[str, ...]] = ("criteria",)
 
     judge: Name | None = Field(None, description="model registry name of the judge (paper: GPT-4)")
     J: int = Field(5, ge=1, description="samples per metadata/metric generation round")
@@ -139,6 +164,9 @@ class ClusterAgentConfig(Section):
     min_items: int = Field(3, ge=1, description="metadata / metrics per generation answer (paper: 3-5)")
     max_items: int = Field(5, ge=1)
     verification: bool = Field(True, description="self-verification stage (paper ablation: without)")
+    criteria: HandwrittenCriteria | None = Field(
+        None, description="hand-written clustering criteria: stages 1-3 are skipped (paper ablation); null: "
+        "the judge derives them")
     clustering_answer: Literal["clusters", "labels"] = Field(
         "clusters", description="clusters: the judge lists every cluster with members, reason, metadata and "
         "scores (the paper); labels: the judge names each sample's kind in a few words and samples with the "
@@ -151,6 +179,11 @@ class ClusterAgentConfig(Section):
     requests_per_batch: int = Field(1024, gt=0, description="requests per generate() call (a whole stage "
                                     "of rounds when it fits)")
     backend: BackendOptions = BackendOptions()
+    budget_usd: float | None = Field(
+        None, ge=0, description="most dollars the judge's answers for one experiment may cost at the judge's "
+        "models.NAME.price (answers from the request cache count too); checked before each batch of requests, "
+        "the stage stops, publishing nothing, when it would exceed this. Raise it and rerun to resume from the "
+        "cache. null: no cap. Not part of any fingerprint")
 
     @model_validator(mode="after")
     def _items(self) -> "ClusterAgentConfig":

@@ -11,17 +11,19 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from workflow_scripts.config.base import ExperimentName, Name, Section
+from workflow_scripts.config.base import ExperimentName, Name, OmitsUnset, Section
 from workflow_scripts.config.diversity import DiversityConfig
 from workflow_scripts.config.diversity import check_references as check_diversity_references
 from workflow_scripts.config.evaluate import EvaluationConfig
+from workflow_scripts.config.feasibility import check_feasible
 from workflow_scripts.config.generate import GenerationConfig
-from workflow_scripts.config.mixes import MixConfig, MixSpec
+from workflow_scripts.config.mixes import MixConfig, MixSpec, TokenCount, parse_token_count
+from workflow_scripts.config.plan import PlanConfig
 from workflow_scripts.config.pretrain import PretrainConfig
 from workflow_scripts.config.report import ReportConfig
 from workflow_scripts.config.report import check_references as check_report_references
@@ -214,23 +216,178 @@ class RealCorpusConfig(Section):
 # --- experiments ------------------------------------------------------------------------------------------
 
 
-class SyntheticSpec(Section):
+# Tokens of one generation, for converting a unique-token target into generations per topic. The paper's
+# T x G sets measure ~580 tokens a generation (0.58B tokens at T=100K, G=10).
+TOKENS_PER_GENERATION = 580
+# Characters of English text per token, for counting tokens where no tokenizer is loaded (mixed sets,
+# external subsets, context checks).
+CHARS_PER_TOKEN = 4
+
+
+class SyntheticSpec(OmitsUnset):
+    """A generated synthetic set: T topics x G generations (or enough generations for a unique-token target)."""
+
+    omit_when_none: ClassVar[tuple[str, ...]] = ("unique_tokens", "tokens_per_generation")
+
     topics: int = Field(..., gt=0, description="T: topics sampled for this experiment")
-    generations_per_topic: int = Field(..., gt=0, description="G: generations per topic")
+    generations_per_topic: int = Field(..., gt=0, description="G: generations per topic (derived from "
+                                       "unique_tokens when that is given instead)")
+    unique_tokens: TokenCount | None = Field(
+        None, description="target of unique synthetic tokens instead of G: G = ceil(unique_tokens / (topics x "
+        "tokens_per_generation)), e.g. 12.9B over 620K topics at 580 tokens a generation -> G = 36")
+    tokens_per_generation: int | None = Field(
+        None, gt=0, description=f"tokens of one generation for that conversion (default {TOKENS_PER_GENERATION}, "
+        "the paper's T x G sets)")
     template: Literal[TEMPLATES]  # type: ignore[valid-type]
     generator: Name = Field(..., description="a model name from the 'models' registry")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _generations_from_target(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("unique_tokens") is None:
+            if isinstance(data, dict) and data.get("tokens_per_generation") is not None:
+                raise ValueError("tokens_per_generation only applies with unique_tokens")
+            return data
+        target = parse_token_count(data["unique_tokens"])
+        per_generation = data.get("tokens_per_generation") or TOKENS_PER_GENERATION
+        topics = data.get("topics")
+        if not isinstance(target, int) or not isinstance(topics, int) or topics <= 0 or target <= 0:
+            return data  # the field validators name what is wrong
+        if not isinstance(per_generation, int) or per_generation <= 0:
+            return data
+        derived = generations_for_target(target, topics, per_generation)
+        given = data.get("generations_per_topic")
+        if given is not None and given != derived:
+            raise ValueError(f"give generations_per_topic or unique_tokens, not both (unique_tokens {target} "
+                             f"over {topics} topics at {per_generation} tokens a generation is G={derived}, "
+                             f"not {given})")
+        return {**data, "generations_per_topic": derived, "tokens_per_generation": per_generation}
 
-class ExperimentSpec(Section):
+
+def generations_for_target(unique_tokens: int, topics: int, tokens_per_generation: int) -> int:
+    """Generations per topic that reach a unique-token target (rounded up)."""
+    return max(1, -(-unique_tokens // (topics * tokens_per_generation)))
+
+
+class ExternalSynthetic(Section):
+    """A synthetic corpus made elsewhere (Cosmopedia v0.1/v0.2), as local files the user provides; it enters
+    the mix like generated data (and is scored like it)."""
+
+    name: str = Field(..., min_length=1, description="what the corpus is called in tables (e.g. cosmopedia-v0.1)")
+    type: Literal["parquet", "jsonl"]
+    paths: list[str] = Field(..., min_length=1, description="glob patterns of the files")
+    text_field: str = Field("text", description="the column (Parquet) or key (JSONL) holding the text")
+    unique_tokens: TokenCount | None = Field(
+        None, description=f"take documents in file order up to about this many tokens (estimated at "
+        f"{CHARS_PER_TOKEN} characters a token); None = all")
+
+
+class MixedSynthetic(Section):
+    """A synthetic set drawn from other experiments' generated sets (the paper's "Mixed" generator)."""
+
+    sources: dict[ExperimentName, float] = Field(
+        ..., min_length=2, description="experiment -> its share of the unique tokens (normalised to sum 1)")
+    unique_tokens: TokenCount = Field(..., description=f"the set's size in tokens (estimated at "
+                                      f"{CHARS_PER_TOKEN} characters a token)")
+    seed: int = Field(0, description="which documents are drawn")
+
+    @field_validator("sources")
+    @classmethod
+    def _positive_shares(cls, sources: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in sources.items() if not v > 0}
+        if bad:
+            raise ValueError(f"shares must be > 0, got {bad}")
+        return sources
+
+
+REPLICATE_SEPARATOR = "-seed"
+
+
+class ExperimentSpec(OmitsUnset):
+    """One run of the grid: its synthetic set (generated, external, mixed, or another experiment's), its mix,
+    the student it trains (``pretrain`` overrides) and its seed."""
+
+    omit_when_none: ClassVar[tuple[str, ...]] = ("external", "mixed", "synthetic_from", "pretrain", "seed",
+                                                  "seeds", "replicate_of", "diversity", "train")
+
     description: str = ""
-    synthetic: SyntheticSpec | None = Field(None, description="absent for a real-data-only baseline")
+    synthetic: SyntheticSpec | None = Field(None, description="a generated set; absent for a real-data-only "
+                                            "baseline")
+    external: ExternalSynthetic | None = Field(None, description="an external synthetic corpus instead")
+    mixed: MixedSynthetic | None = Field(None, description="a set drawn from other experiments' sets instead")
+    synthetic_from: ExperimentName | None = Field(
+        None, description="train on this experiment's synthetic set (its artifacts, not a copy): the same data "
+        "at another model size, mix or seed")
     mix: MixSpec = MixSpec()
+    pretrain: dict[str, Any] | None = Field(
+        None, description="keys of the pretrain section that differ for this experiment, e.g. the model size: "
+        "{model: 1.4b, global_batch_size: 128, micro_batch_size: 4}")
+    seed: int | None = Field(None, description="training seed of this run (pretrain.seed and sft.seed); None = "
+                             "the sections' seeds")
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="replicates: one run per seed, sharing the synthetic set. The first "
+        f"keeps the experiment's name, the others are named NAME{REPLICATE_SEPARATOR}SEED (with "
+        "replicate_of: NAME); each has its own mix, pretrain, sft and evaluation jobs")
+    replicate_of: ExperimentName | None = Field(None, description="set on the replicates `seeds` makes")
+    diversity: dict[str, Any] | None = Field(
+        None, description="keys of the diversity section that differ for this experiment (merged key by key), "
+        "e.g. {cluster_agent: {K: 5}}; with synthetic_from and train: false, a scorer variant of another "
+        "experiment's set (the Cluster-agent ablations)")
+    train: bool | None = Field(None, description="false: score the synthetic set only (no mix, pre-training, "
+                               "SFT or evaluation jobs); null/true: trained")
 
     @model_validator(mode="after")
-    def _mix_needs_synthetic(self) -> "ExperimentSpec":
-        if self.synthetic is None and self.mix.sets_synthetic:
-            raise ValueError("mix asks for synthetic tokens but the experiment has no 'synthetic' section")
+    def _one_synthetic_source(self) -> "ExperimentSpec":
+        given = [k for k in ("synthetic", "external", "mixed", "synthetic_from") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of synthetic, external, mixed, synthetic_from (got {given})")
+        if not given and self.mix.sets_synthetic:
+            raise ValueError("mix asks for synthetic tokens but the experiment has no synthetic set (synthetic, "
+                             "external, mixed or synthetic_from)")
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        if self.train is False and not given:
+            raise ValueError("train: false scores a synthetic set only, but the experiment has none")
+        if self.diversity is not None and not given:
+            raise ValueError("diversity overrides need a synthetic set to score")
         return self
+
+    @property
+    def trained(self) -> bool:
+        return self.train is not False
+
+    @property
+    def scored_here(self) -> bool:
+        """Whether this experiment has a diversity job of its own: its own set, or a scorer variant."""
+        return self.owns_synthetic_set or self.diversity is not None
+
+    @property
+    def owns_synthetic_set(self) -> bool:
+        """Whether this experiment's synthetic set is built for it (generated, external or mixed)."""
+        return any(x is not None for x in (self.synthetic, self.external, self.mixed))
+
+
+def expand_replicates(experiments: Any) -> Any:
+    """``seeds: [a, b, c]`` on NAME -> NAME (seed a) plus NAME-seedb, NAME-seedc sharing NAME's synthetic set."""
+    if not isinstance(experiments, dict):
+        return experiments
+    expanded: dict[str, Any] = {}
+    for name, spec in experiments.items():
+        seeds = spec.get("seeds") if isinstance(spec, dict) else None
+        if not isinstance(seeds, list) or not seeds or spec.get("replicate_of") is not None:
+            expanded[name] = spec
+            continue
+        expanded[name] = {**spec, "seed": seeds[0]}
+        owns = any(spec.get(k) is not None for k in ("synthetic", "external", "mixed"))
+        for seed in seeds[1:]:
+            replicate = {k: v for k, v in spec.items() if k not in ("synthetic", "external", "mixed", "seeds")}
+            if owns:
+                replicate["synthetic_from"] = name
+            replicate_name = f"{name}{REPLICATE_SEPARATOR}{seed}"
+            if replicate_name in experiments:
+                raise ValueError(f"experiments.{name}.seeds: replicate {replicate_name!r} is already an experiment")
+            expanded[replicate_name] = {**replicate, "seed": seed, "replicate_of": name}
+    return expanded
 
 
 # --- resources --------------------------------------------------------------------------------------------
@@ -295,7 +452,6 @@ class HubConfig(Section):
 # --- root -------------------------------------------------------------------------------------------------
 
 
-CHARS_PER_TOKEN = 4  # English text; the estimate a context check can make before any tokenizer is loaded
 # Characters of each request's fixed wording (instructions, labels), measured on this project's prompts.
 PROMPT_OVERHEAD_CHARS = {"generate": 2500, "topic_extraction": 700, "cluster_agent": 2000}
 
@@ -327,11 +483,15 @@ def check_context_windows(config: "PipelineConfig") -> None:
         problems.append(_fit("topic_extraction", "generate.topic_extraction", extraction.model,
                              config.models[extraction.model], PROMPT_OVERHEAD_CHARS["topic_extraction"]
                              + extraction.max_page_chars, extraction.decoding.max_new_tokens))
-    agent = config.diversity.cluster_agent
-    if "cluster_agent" in config.diversity.metrics and agent.judge in config.models:
-        samples = (1 if agent.clustering_answer == "labels" else max(agent.K, agent.J)) * agent.max_sample_chars
-        problems.append(_fit("cluster_agent", "diversity.cluster_agent", agent.judge, config.models[agent.judge],
-                             PROMPT_OVERHEAD_CHARS["cluster_agent"] + samples, agent.decoding.max_new_tokens))
+    sections = {"diversity.cluster_agent": config.diversity}
+    sections.update({f"experiments.{name}.diversity.cluster_agent": config.diversity_for(name)
+                     for name, exp in config.experiments.items() if exp.diversity is not None})
+    for where, section in sections.items():
+        agent = section.cluster_agent
+        if "cluster_agent" in section.metrics and agent.judge in config.models:
+            samples = (1 if agent.clustering_answer == "labels" else max(agent.K, agent.J)) * agent.max_sample_chars
+            problems.append(_fit("cluster_agent", where, agent.judge, config.models[agent.judge],
+                                 PROMPT_OVERHEAD_CHARS["cluster_agent"] + samples, agent.decoding.max_new_tokens))
     problems = [p for p in problems if p]
     if problems:
         raise ValueError("; ".join(problems))
@@ -354,10 +514,23 @@ class PipelineConfig(Section):
     report: ReportConfig = ReportConfig()
     resources: ResourcesConfig = ResourcesConfig()
     hub: HubConfig = HubConfig()
+    plan: PlanConfig = Field(PlanConfig(), description="assumptions of the plan command's estimates (read by "
+                             "no stage)")
     experiments: dict[ExperimentName, ExperimentSpec] = Field(..., min_length=1)
+
+    @field_validator("experiments", mode="before")
+    @classmethod
+    def _expand_replicates(cls, experiments: Any) -> Any:
+        return expand_replicates(experiments)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> "PipelineConfig":
+        check_synthetic_sets(self)
+        for name, exp in self.experiments.items():
+            if exp.pretrain is not None:
+                self.pretrain_for(name)  # raises with the key path
+            if exp.diversity is not None:
+                check_diversity_references(self.diversity_for(name), self.models)
         for name, spec in self.models.items():
             if spec.local is not None and spec.local not in self.local_models.models:
                 raise ValueError(
@@ -378,6 +551,7 @@ class PipelineConfig(Section):
         check_sft_references(self)
         check_report_references(self)
         check_pretrain_fits_mixes(self)
+        check_feasible(self)
         return self
 
     def builtin_models(self) -> list[str]:
@@ -385,16 +559,121 @@ class PipelineConfig(Section):
         return sorted({spec.builtin for spec in self.models.values() if spec.builtin is not None})
 
     def synthetic_experiments(self) -> list[str]:
+        """Experiments whose synthetic set is built for them (generated, external or mixed): one set each."""
+        return [name for name, exp in self.experiments.items() if exp.owns_synthetic_set]
+
+    def trained_experiments(self) -> list[str]:
+        """Experiments that are pre-trained, fine-tuned and evaluated (all but scorer variants)."""
+        return [name for name, exp in self.experiments.items() if exp.trained]
+
+    def scored_experiments(self) -> list[str]:
+        """Experiments with a diversity job: each own synthetic set, and each scorer variant of one."""
+        return [name for name, exp in self.experiments.items() if exp.scored_here]
+
+    def diversity_for(self, experiment: str) -> DiversityConfig:
+        """The diversity section as ``experiment`` is scored: its overrides merged key by key."""
+        overrides = self.experiments[experiment].diversity
+        if not overrides:
+            return self.diversity
+        try:
+            return DiversityConfig.model_validate(_merged(self.diversity.model_dump(), overrides))
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: "
+                                 f"{e['msg'].removeprefix('Value error, ')}" for e in error.errors())
+            raise ValueError(f"experiments.{experiment}.diversity: {problems}") from None
+
+    def generated_experiments(self) -> list[str]:
+        """Experiments whose synthetic set an LLM generates (topics sampled, requests sent)."""
         return [name for name, exp in self.experiments.items() if exp.synthetic is not None]
+
+    def synthetic_set(self, experiment: str) -> str | None:
+        """The experiment whose synthetic set ``experiment`` trains on (itself, or where synthetic_from leads);
+        None for real data only. Experiments with the same set share its artifacts and its diversity scores."""
+        seen = [experiment]
+        spec = self.experiments[experiment]
+        while spec.synthetic_from is not None:
+            seen.append(spec.synthetic_from)
+            spec = self.experiments[spec.synthetic_from]
+        return seen[-1] if spec.owns_synthetic_set else None
+
+    def replicates(self, experiment: str) -> list[str]:
+        """The runs of one experiment: itself, then the replicates its ``seeds`` made (in seed order)."""
+        return [experiment, *(n for n, e in self.experiments.items() if e.replicate_of == experiment)]
+
+    def pretrain_for(self, experiment: str) -> PretrainConfig:
+        """The pretrain section as ``experiment`` trains: its overrides and seed on top of the section."""
+        spec = self.experiments[experiment]
+        overrides = dict(spec.pretrain or {})
+        if spec.seed is not None:
+            overrides["seed"] = spec.seed
+        if not overrides:
+            return self.pretrain
+        try:
+            return PretrainConfig.model_validate({**self.pretrain.model_dump(exclude_unset=True), **overrides})
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: "
+                                 f"{e['msg'].removeprefix('Value error, ')}" for e in error.errors())
+            raise ValueError(f"experiments.{experiment}.pretrain: {problems}") from None
+
+    def sft_for(self, experiment: str) -> SFTConfig:
+        """The sft section as ``experiment`` fine-tunes (its seed, when it has one)."""
+        seed = self.experiments[experiment].seed
+        return self.sft if seed is None else self.sft.model_copy(update={"seed": seed})
+
+    def model_size(self, experiment: str) -> str:
+        """The student architecture ``experiment`` trains (a name of model_configs.MODELS, e.g. 350m, 1.4b)."""
+        return self.pretrain_for(experiment).model
+
+
+def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) \
+            else value
+    return merged
+
+
+def check_synthetic_sets(config: "PipelineConfig") -> None:
+    """synthetic_from, mixed sources and replicates name experiments that exist and hold the right sets."""
+    experiments = config.experiments
+    for name, exp in experiments.items():
+        if exp.synthetic_from is not None:
+            seen = [name]
+            target = exp.synthetic_from
+            while target is not None:
+                if target not in experiments:
+                    raise ValueError(f"experiments.{seen[-1]}.synthetic_from: {target!r} is not an experiment")
+                if target in seen:
+                    raise ValueError(f"experiments.{name}.synthetic_from: a cycle ({' -> '.join([*seen, target])})")
+                seen.append(target)
+                target = experiments[target].synthetic_from
+            if not experiments[seen[-1]].owns_synthetic_set:
+                raise ValueError(f"experiments.{name}.synthetic_from: {seen[-1]!r} has no synthetic set")
+        if exp.mixed is not None:
+            for source in exp.mixed.sources:
+                if source not in experiments or experiments[source].synthetic is None:
+                    raise ValueError(f"experiments.{name}.mixed.sources: {source!r} is not an experiment with a "
+                                     "generated ('synthetic') set")
+        if exp.replicate_of is not None and exp.replicate_of not in experiments:
+            raise ValueError(f"experiments.{name}.replicate_of: {exp.replicate_of!r} is not an experiment")
 
 
 def check_pretrain_fits_mixes(config: "PipelineConfig") -> None:
     """What the pretrain job would refuse after the mixes are built, refused before anything runs."""
+    mixes = config.mixes
+    if mixes is None:
+        return
+    sections = {config.pretrain_for(name): name for name in config.experiments if config.experiments[name].pretrain}
+    for pretrain, experiment in {config.pretrain: None, **sections}.items():
+        try:
+            _check_pretrain_fits(mixes, pretrain)
+        except ValueError as error:
+            raise ValueError(f"experiments.{experiment}: {error}" if experiment else str(error)) from None
+
+
+def _check_pretrain_fits(mixes: MixConfig, pretrain: PretrainConfig) -> None:
     from workflow_scripts.config.model_configs import UnknownModel, get_arch
 
-    mixes, pretrain = config.mixes, config.pretrain
-    if mixes is None or pretrain is None:
-        return
     if mixes.global_batch_size is not None and mixes.global_batch_size != pretrain.global_batch_size:
         raise ValueError(f"pretrain.global_batch_size ({pretrain.global_batch_size}) must equal "
                          f"mixes.global_batch_size ({mixes.global_batch_size}): the mixes' budget is counted in "
@@ -483,6 +762,33 @@ def load_config(path: Path | str) -> PipelineConfig:
     except yaml.YAMLError as error:
         raise ConfigError(f"configuration file {path} is not valid YAML: {error}") from None
     return parse_config(raw, str(path))
+
+
+# Config values that no job's identity depends on ("*" matches one key): a price changes no answer, and a budget
+# decides only whether a stage finishes, never what it writes (a stage stopped by its budget publishes nothing).
+# So changing them reruns nothing; manifests record the price their dollar figures were computed with.
+UNTRACKED = ("models.*.price", "generate.budget_usd", "diversity.cluster_agent.budget_usd")
+
+
+def is_untracked(dotted: str) -> bool:
+    parts = dotted.split(".")
+    return any(len(p) == len(parts) and all(a in ("*", b) for a, b in zip(p, parts))
+               for p in (u.split(".") for u in UNTRACKED))
+
+
+def untracked_below(dotted: str) -> bool:
+    """Whether some untracked key lies strictly inside the value at ``dotted``."""
+    parts = dotted.split(".")
+    return any(len(p) > len(parts) and all(a in ("*", b) for a, b in zip(p, parts))
+               for p in (u.split(".") for u in UNTRACKED))
+
+
+def tracked(dotted: str, value: Any) -> Any:
+    """``value`` (plain data at ``dotted``) without the untracked keys inside it."""
+    if not isinstance(value, dict) or not untracked_below(dotted):
+        return value
+    return {key: tracked(f"{dotted}.{key}", item) for key, item in value.items()
+            if not is_untracked(f"{dotted}.{key}")}
 
 
 def lookup(config: PipelineConfig, dotted: str) -> Any:
