@@ -9,7 +9,7 @@ from typing import Sequence
 from workflow_scripts.core.cli import add_common_arguments, run_main
 from workflow_scripts.report import build
 
-LIST_OPTIONS = ("--evals", "--diversity", "--train-metrics")
+LIST_OPTIONS = ("--evals", "--diversity", "--train-metrics", "--mixes")
 
 
 class InputsParser(argparse.ArgumentParser):

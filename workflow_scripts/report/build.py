@@ -4,6 +4,7 @@ Inputs (each an artifact directory or a folder of them):
   --evals            evaluate artifacts (scores.json; experiment and model stage from the manifest)
   --diversity        diversity artifacts (JSON of {metric: {"value", "std"}}), optional
   --train-metrics    artifacts holding per-step CSV/TSV files: step, loss, ... (pre-training, SFT), optional
+  --mixes            mix artifacts (blend.json): the epochs of every source and the synthetic tokens, optional
 
 Output artifact:
   report.md                      everything below in one page, led by a plain statement of scale
@@ -12,7 +13,9 @@ Output artifact:
   headline.csv                   experiment, model_stage, selected metric per task, mean
   tables/<table>_<pt|sft>.{md,csv,tex} and tables/<table>_grid_<pt|sft>.* (two-way tables)
   paper_comparison.{md,csv}      our mean next to the paper's (tags with a paper cell)
-  correlations.csv               per diversity metric and model stage: n, Pearson/Spearman r and p, fit
+  correlations.csv               per diversity metric, model size, stage and population (pooled distinct
+                                 synthetic sets / ratio study): n, Pearson/Spearman r and p, fit, and the
+                                 partial r given the synthetic epochs (see report/design.py)
   figures/*.png                  accuracy vs each diversity metric, ratio curve, training-loss curves
   metrics.json                   for `dvc metrics` (means, per-task values, correlations; NaN -> null)
   plots/<name>/<series>.csv      for `dvc plots`: accuracy_vs_<metric>/{pt,sft}.csv (score, accuracy),
@@ -32,13 +35,13 @@ import polars as pl
 
 from workflow_scripts.config.evaluate import EvaluationConfig
 from workflow_scripts.config.generate import extraction_model
+from workflow_scripts.config import paper_design
 from workflow_scripts.config.paper import RATIO_SHAPE
 from workflow_scripts.config.report import TABLE_TITLES, TABLES, ReportConfig
 from workflow_scripts.core.artifacts import InputError, build_artifact
 from workflow_scripts.core.cli import load_checked_config
 from workflow_scripts.core.identity import job_identity
-from workflow_scripts.report import collect, figures, tables
-from workflow_scripts.report.stats import Correlation, correlate
+from workflow_scripts.report import collect, design, figures, tables
 
 log = logging.getLogger(__name__)
 
@@ -52,26 +55,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
     return value
-
-
-def diversity_points(headline: pl.DataFrame, diversity: pl.DataFrame, metric: str) -> pl.DataFrame:
-    """experiment, model_stage, score, accuracy (headline mean) for experiments with this score."""
-    scores = diversity.filter(pl.col("metric") == metric).select("experiment", pl.col("value").alias("score"))
-    return (
-        headline.select("experiment", "model_stage", pl.col(collect.MEAN_TASK).alias("accuracy"))
-        .join(scores, on="experiment", how="inner")
-        .select("experiment", "model_stage", "score", "accuracy")
-        .sort("model_stage", "experiment")
-    )
-
-
-def correlations_for(points: pl.DataFrame) -> dict[str, Correlation]:
-    out = {}
-    for stage in ("pt", "sft"):
-        part = points.filter(pl.col("model_stage") == stage)
-        if part.height:
-            out[stage] = correlate(part["score"].to_list(), part["accuracy"].to_list())
-    return out
 
 
 def _safe(name: str) -> str:
@@ -130,6 +113,56 @@ def models_statement(config: Any) -> str:
     return "**Models.** " + " ".join(f"{role}: {text}." for role, text in roles)
 
 
+CORRELATION_SCHEMA = {
+    "metric": pl.String, "size": pl.String, "model_stage": pl.String, "population": pl.String, "n": pl.Int64,
+    "pearson_r": pl.Float64, "pearson_p": pl.Float64, "spearman_r": pl.Float64, "spearman_p": pl.Float64,
+    "slope": pl.Float64, "intercept": pl.Float64, "reason": pl.String,
+    "partial_r_given_synthetic_epochs": pl.Float64, "partial_p": pl.Float64, "partial_reason": pl.String,
+}
+CORRELATION_TEXT = (
+    "As the paper draws Figure 1: one correlation per model size and stage, over experiments with distinct "
+    "synthetic sets (a point is a replicate group: the mean accuracy of its runs against its set's score; a set "
+    "used by several groups of one size enters once). The ratio study's runs share one synthetic set, so one "
+    "score: they are correlated on their own (population 'ratio study'), never pooled. "
+    "partial_r_given_synthetic_epochs is the Pearson r with the synthetic data's epochs (tokens consumed / "
+    "unique tokens) partialled out of both variables, since up-weighting changes how often every source is "
+    "seen; the epochs of every source are in the runs table below."
+)
+TINY_CORRELATIONS = (
+    "**What these correlations can show here.** The students are tiny and randomly initialised: their "
+    "accuracies sit at chance and differ by noise, so these r and p values show that the computation runs "
+    "(grouping, replicates, epochs), not whether diversity predicts accuracy. They cannot confirm or refute "
+    "the paper's claim."
+)
+
+
+def _tiny(records: list[collect.EvalRecord], report: ReportConfig) -> bool:
+    sizes = [r.num_parameters for r in records if r.num_parameters is not None]
+    return not sizes or min(sizes) < report.tiny_parameters
+
+
+def _with_spread(frame: pl.DataFrame, grouped: pl.DataFrame, stage: str) -> pl.DataFrame:
+    """A table with the replicates' spread of the mean (std, n) and the epochs of every source."""
+    extra = ["std", "n", *design.epochs_columns(grouped)]
+    if frame.is_empty() or "experiment" not in frame.columns:
+        return frame
+    part = grouped.filter(pl.col("model_stage") == stage).select("experiment", *extra)
+    return frame.join(part, on="experiment", how="left", maintain_order="left")
+
+
+def runs_section(summary: pl.DataFrame, decimals: int) -> list[str]:
+    """Every replicate group: size, stage, mean accuracy with std and n, its synthetic set and epochs."""
+    if summary.is_empty():
+        return []
+    columns = ["group", "size", "model_stage", "synthetic_set", "ratio_only", collect.MEAN_TASK, "std", "n",
+               "synthetic_tokens", *design.epochs_columns(summary), "runs"]
+    return ["## Runs: replicates and epochs", "",
+            "Mean accuracy of each experiment's runs (its replicates: one per seed), their standard deviation "
+            "(ddof 1; empty for a single run) and n, the synthetic set it trained on, and the epochs of every "
+            "source of its mix (tokens consumed / unique tokens; averaged over replicates).", "",
+            tables.to_markdown(summary.select([c for c in columns if c in summary.columns]), decimals), ""]
+
+
 def build(
     records: list[collect.EvalRecord],
     diversity: pl.DataFrame,
@@ -141,8 +174,12 @@ def build(
     models: str = "",
     llm_output: pl.DataFrame | None = None,
     examples: dict[str, list[str]] | None = None,
+    runs: pl.DataFrame | None = None,
+    paper_factors: dict[tuple[str, str, str, str], list[str]] | None = None,
 ) -> dict[str, int]:
-    """Write every output into ``out``; returns counts for the manifest."""
+    """Write every output into ``out``; returns counts for the manifest. ``runs`` is the design of every run
+    (:func:`design.experiment_design`: replicate group, size, synthetic set, epochs); without it every
+    experiment is its own group and set."""
     if not records:
         raise InputError("no evaluate artifacts found in --evals")
     unknown = sorted({r.experiment for r in records} - set(experiments))
@@ -159,6 +196,9 @@ def build(
     tidy.write_parquet(out / "results.parquet")
     headline = collect.headline(records, evaluation)
     headline.write_csv(out / "headline.csv")
+    runs = runs if runs is not None else design.default_design(records, report)
+    summary = design.replicate_summary(headline, runs)
+    grouped = summary.rename({"group": "experiment"})
     accuracy_label = f"mean of {', '.join(evaluation.mean_tasks())} (%)"
 
     sections: list[str] = [
@@ -187,7 +227,7 @@ def build(
             continue
         sections += [f"## {TABLE_TITLES[table]}", ""]
         for stage in ("pt", "sft"):
-            frame = tables.table_frame(headline, report, evaluation, table, stage)
+            frame = _with_spread(tables.table_frame(grouped, report, evaluation, table, stage), grouped, stage)
             caption = f"{TABLE_TITLES[table]} ({stage.upper()} models)"
             tables.write_table(frame, out / "tables", f"{table}_{stage}", decimals, caption)
             sections += [f"### {stage.upper()}", "", tables.to_markdown(frame, decimals)]
@@ -205,7 +245,7 @@ def build(
         if table == "ratio":
             sections += [f"The paper reports only the shape: {RATIO_SHAPE}.", ""]
 
-    comparison = tables.paper_comparison(headline, report, evaluation)
+    comparison = tables.paper_comparison(grouped, report, evaluation, paper_factors)  # replicates: their mean
     comparison.write_csv(out / "paper_comparison.csv")
     (out / "paper_comparison.md").write_text(tables.to_markdown(comparison, decimals))
     sections += ["## Comparison with the paper", ""]
@@ -232,16 +272,16 @@ def build(
         else [m for m in metrics_present if m != report.llm_cluster_metric]
     )
     for metric in [report.llm_cluster_metric, *baselines]:
-        points = diversity_points(headline, diversity, metric)
+        points = design.correlation_points(summary, diversity, metric)
         if points.is_empty():
             if metric == report.llm_cluster_metric and diversity.height:
                 log.warning("no %s score among the diversity inputs: Figure 1 skipped", metric)
             continue
-        fits = correlations_for(points)
-        for stage, fit in fits.items():
-            correlation_rows.append({"metric": metric, "model_stage": stage, **fit.as_dict()})
-        for stage in fits:  # one file per series: DVC draws each file of a folder as one series
-            points.filter(pl.col("model_stage") == stage).write_csv(
+        rows = design.correlations(points)
+        correlation_rows += [{"metric": metric, **row} for row in rows]
+        pooled = points.filter(pl.col("population") == design.POOLED)
+        for stage in dict.fromkeys(pooled["model_stage"].to_list()):  # one file per series (DVC)
+            pooled.filter(pl.col("model_stage") == stage).write_csv(
                 _mkdir(plots / f"accuracy_vs_{_safe(metric)}") / f"{stage}.csv"
             )
         stem = (
@@ -252,28 +292,16 @@ def build(
         title = f"Accuracy vs {metric}" + (
             " (LLM cluster-agent; the paper's Figure 1)" if metric == report.llm_cluster_metric else ""
         )
-        path = figures.scatter_with_fit(
-            points, fits, metric, title, accuracy_label, out / "figures" / f"{stem}.png"
+        path = figures.diversity_figure(
+            points, design.fits_by_panel(rows), metric, title, accuracy_label, out / "figures" / f"{stem}.png"
         )
         if path is not None:
             figure_lines.append(f"![{title}](figures/{path.name})")
-    correlation_frame = pl.DataFrame(
-        correlation_rows,
-        schema={
-            "metric": pl.String,
-            "model_stage": pl.String,
-            "n": pl.Int64,
-            "pearson_r": pl.Float64,
-            "pearson_p": pl.Float64,
-            "spearman_r": pl.Float64,
-            "spearman_p": pl.Float64,
-            "slope": pl.Float64,
-            "intercept": pl.Float64,
-            "reason": pl.String,
-        },
-    )
+    correlation_frame = pl.DataFrame(correlation_rows, schema=CORRELATION_SCHEMA)
     correlation_frame.write_csv(out / "correlations.csv")
-    sections += ["## Diversity and accuracy", ""]
+    sections += ["## Diversity and accuracy", "", CORRELATION_TEXT, ""]
+    if _tiny(records, report):
+        sections += [TINY_CORRELATIONS, ""]
     if correlation_frame.is_empty():
         sections += [
             "No diversity scores were given (--diversity), or none matches an evaluated experiment.",
@@ -281,6 +309,7 @@ def build(
         ]
     else:
         sections += [tables.to_markdown(correlation_frame, 3), *figure_lines, ""]
+    sections += runs_section(summary, decimals)
 
     ratio = _ratio_points(headline, report)
     if ratio.height:
@@ -325,13 +354,19 @@ def build(
             }
             for stage in ("pt", "sft")
         },
-        "correlation": {
+        "correlation": {  # the pooled correlation of the first model size (the others: correlation_by_size)
             stage: {
                 row["metric"]: {k: row[k] for k in ("n", "pearson_r", "spearman_r")}
-                for row in correlation_rows
-                if row["model_stage"] == stage
+                for row in reversed(correlation_rows)
+                if row["model_stage"] == stage and row["population"] == design.POOLED
             }
             for stage in ("pt", "sft")
+        },
+        "correlation_by_size": {
+            f"{row['size']}/{row['model_stage']}/{row['population']}/{row['metric']}": {
+                k: row[k] for k in ("n", "pearson_r", "spearman_r", "partial_r_given_synthetic_epochs")
+            }
+            for row in correlation_rows
         },
     }
     (out / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2, sort_keys=True) + "\n")
@@ -379,16 +414,20 @@ def run(args: argparse.Namespace) -> None:
     evals, diversity_paths, curve_paths = (
         sorted(set(paths or [])) for paths in (args.evals, args.diversity, args.train_metrics)
     )
+    mix_paths = sorted(set(args.mixes or []))
     records = collect.load_evals(evals)
     diversity = collect.load_diversity(diversity_paths)
     curves = collect.load_curves(curve_paths)
+    runs = design.experiment_design(config, design.load_mixes(mix_paths))
     inputs = {f"evals_{i}": p for i, p in enumerate(evals)}
+    inputs.update({f"mixes_{i}": p for i, p in enumerate(mix_paths)})
     inputs.update({f"diversity_{i}": p for i, p in enumerate(diversity_paths)})
     inputs.update({f"train_metrics_{i}": p for i, p in enumerate(curve_paths)})
     with build_artifact(args.out, identity=job_identity(config, "report", inputs=inputs), inputs=inputs) as artifact:
         counts = build(
             records, diversity, curves, report, evaluation, artifact.path, list(config.experiments),
-            models_statement(config), *collect.load_llm_output(diversity_paths),
+            models_statement(config), *collect.load_llm_output(diversity_paths), runs=runs,
+            paper_factors=paper_design.like_for_like(config),
         )
         artifact.counts.update(counts)
 
@@ -409,6 +448,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="extend",
         default=[],
         help="diversity artifacts, or folders holding them (repeatable; --diversity-<name> too)",
+    )
+    parser.add_argument(
+        "--mixes",
+        type=Path,
+        nargs="*",
+        action="extend",
+        default=[],
+        help="mix artifacts, or folders holding them: the epochs of every source and the synthetic tokens "
+        "(repeatable; --mixes-<name> too)",
     )
     parser.add_argument(
         "--train-metrics",

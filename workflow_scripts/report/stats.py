@@ -120,3 +120,29 @@ def correlate(x: Sequence[float], y: Sequence[float]) -> Correlation:
     sr, sp = spearman(xs, ys)
     slope, intercept = linear_fit(xs, ys)
     return Correlation(n, pr, pp, sr, sp, slope, intercept)
+
+
+def partial_correlation(x: Sequence[float], y: Sequence[float], z: Sequence[float]) -> tuple[float, float, str]:
+    """Pearson r of x and y with the linear effect of the covariate z removed from both, its two-sided p
+    (n - 3 degrees of freedom) and why it is NaN, if it is."""
+    triples = [(a, b, c) for a, b, c in zip(x, y, z) if not any(math.isnan(v) for v in (a, b, c))]
+    n = len(triples)
+    if n < 4:
+        return NAN, NAN, "fewer than 4 experiments, no partial correlation"
+    xs, ys, zs = (np.asarray(column, dtype=float) for column in zip(*triples))
+    if len(set(zs.tolist())) == 1:
+        return NAN, NAN, "the covariate is constant (nothing to partial out)"
+
+    def residual(values: np.ndarray) -> np.ndarray:
+        slope, intercept = linear_fit(zs, values)
+        return values - (intercept + slope * zs)
+
+    r = _r(residual(xs), residual(ys))
+    if math.isnan(r):
+        return NAN, NAN, "a variable is fully explained by the covariate"
+    from scipy.stats import t as student_t
+
+    if abs(r) >= 1.0:
+        return r, 0.0, ""
+    statistic = r * math.sqrt((n - 3) / (1.0 - r * r))
+    return r, float(2.0 * student_t.sf(abs(statistic), n - 3)), ""

@@ -72,9 +72,12 @@ def grid_frame(frame: pl.DataFrame, table: str) -> pl.DataFrame | None:
 
 
 def paper_comparison(
-    headline: pl.DataFrame, report: ReportConfig, evaluation: EvaluationConfig
+    headline: pl.DataFrame, report: ReportConfig, evaluation: EvaluationConfig,
+    factors: dict[tuple[str, str, str, str], list[str]] | None = None,
 ) -> pl.DataFrame:
-    """Our mean next to the paper's for every tag that names a paper cell."""
+    """Our mean next to the paper's for every tag that names a paper cell. ``factors``: (table, size, cell,
+    experiment) -> the factors that differ from the paper's design (config/paper_design.py); a row is
+    like-for-like only when none differs and the tasks and metrics are the paper's."""
     same_protocol = evaluation.mean_tasks() == list(paper.PAPER_TASKS) or sorted(
         evaluation.mean_tasks()
     ) == sorted(paper.PAPER_TASKS)
@@ -91,6 +94,9 @@ def paper_comparison(
             for stage in ("pt", "sft"):
                 ours = means.get((experiment, stage))
                 reference = paper.paper_value(table, tag.paper.size, stage, tag.paper.cell)
+                differing = None if factors is None else factors.get((table, tag.paper.size, tag.paper.cell,
+                                                                       experiment))
+                same_factors = None if differing is None else not differing
                 rows.append(
                     {
                         "table": table,
@@ -102,6 +108,9 @@ def paper_comparison(
                         "paper": reference,
                         "difference": None if ours is None or reference is None else ours - reference,
                         "same_tasks_and_metrics": same_protocol,
+                        "same_factors": same_factors,
+                        "differing_factors": None if differing is None else "; ".join(differing),
+                        "like_for_like": bool(same_protocol and same_factors),
                     }
                 )
     return pl.DataFrame(
@@ -116,6 +125,9 @@ def paper_comparison(
             "paper": pl.Float64,
             "difference": pl.Float64,
             "same_tasks_and_metrics": pl.Boolean,
+            "same_factors": pl.Boolean,
+            "differing_factors": pl.String,
+            "like_for_like": pl.Boolean,
         },
     )
 
