@@ -11,6 +11,7 @@ compares like with like on a shared machine.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import subprocess
 import sys
@@ -77,6 +78,9 @@ def main() -> int:
                 times[name]["dvc"].append(timed(project, "dvc", "status", repeat=1))
         jobs = len(run(projects["this tree"], "dvc", "stage", "list").stdout.splitlines())
         print(f"jobs in the default grid: {jobs}; median of {args.repeat} runs (target <= 1.0 s)")
+        if importlib.util.find_spec("snakemake_executor_plugin_slurm") is not None:
+            print("note: the SLURM executor plugin is installed (install.sh --slurm): Snakemake imports it, and "
+                  "pandas with it, on every start (~0.5 s); a plain `bash scripts/install.sh` leaves it out")
         for command, label in (("snakemake", "snakemake -n"), ("dvc", "dvc status  ")):
             ours = statistics.median(times["this tree"][command])
             line = f"no-op `{label}`: {ours:.2f} s"

@@ -63,9 +63,11 @@ def copy_project(destination: Path, config: str | None = TEST_CONFIG) -> Path:
     return destination
 
 
-# Stages whose artifact is a pure function of its inputs and parameters. LLM generation is not (an answer
-# depends slightly on which requests share its batch, which depends on the cache and on job order), and
-# training artifacts record timings.
+# Stages whose artifact is a pure function of its inputs and parameters, compared across two builds. LLM
+# generation is not (an answer depends slightly on which requests share its batch, which depends on the cache
+# and on job order). Every artifact is byte-identical when rebuilt from the same inputs in the same project
+# (tests/test_integrity.py); the training stages are left out here only because the two builds' jobs run with
+# other neighbours.
 DETERMINISTIC_STAGES = {"topics", "sample_topics", "real_corpus", "local_models", "tokenize_real",
                         "tokenize_synthetic", "mix", "eval_tasks"}
 

@@ -19,7 +19,7 @@ from workflow_scripts.core.stages import STAGES
 PACKAGE = Path(__file__).resolve().parent.parent / "workflow_scripts"
 ROOT = PACKAGE.parent
 GROUND, LLM, STAGE, PLANNER = 0, 1, 2, 3
-PLANNERS = {"workflow_scripts.pipeline", "workflow_scripts.dvc_yaml"}
+PLANNERS = {"workflow_scripts.pipeline", "workflow_scripts.dvc_yaml", "workflow_scripts.validate"}
 
 
 def module_name(path: Path) -> str:
@@ -56,8 +56,11 @@ def imports(module: str) -> frozenset[str]:
     return frozenset(found)
 
 
+PLANNER_PACKAGES = ("workflow_scripts.plan",)  # front-end packages: every module in them is a planner
+
+
 def layer(module: str) -> int:
-    if module in PLANNERS:
+    if module in PLANNERS or any(module == p or module.startswith(p + ".") for p in PLANNER_PACKAGES):
         return PLANNER
     part = module.split(".")[1] if "." in module else ""
     return {"core": GROUND, "config": GROUND, "llm": LLM, "": GROUND}.get(part, STAGE)

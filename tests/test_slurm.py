@@ -116,6 +116,7 @@ dist.destroy_process_group()
 
 @pytest.fixture(scope="module")
 def cluster():
+    pytest.importorskip("snakemake_executor_plugin_slurm", reason="the SLURM extra: bash scripts/install.sh --slurm")
     try:
         ensure_installed()
     except SlurmUnavailable as reason:
