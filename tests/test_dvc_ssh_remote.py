@@ -142,11 +142,12 @@ def ssh_home(tmp_path, monkeypatch) -> Path:
 
 
 def _file_hashes(project: Path) -> dict[str, str]:
-    """Every file of every artifact (the LLM request cache is local state, not something DVC shares)."""
+    """Every file of every artifact. Left out, as local state DVC does not share: the LLM request cache and the
+    run sidecars beside the artifacts (<artifact>.run.json, <pretrain>.timings.tsv: facts of one run)."""
     return {
         path.relative_to(project).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted((project / "data").rglob("*"))
-        if path.is_file() and "llm_cache" not in path.parts
+        if path.is_file() and "llm_cache" not in path.parts and not path.name.endswith((".run.json", ".timings.tsv"))
     }
 
 
