@@ -176,16 +176,18 @@ def test_compression_ratio_matches_gzip():
     assert result.value == pytest.approx(len(data) / len(gzip.compress(data, 9, mtime=0)))
 
 
+def assert_ngram_metrics_match_references(texts, batches):
+    assert run(NgramDiversity(4), texts, batches).value == pytest.approx(ref_ngram_diversity_corpus(texts))
+    assert run(NgramDiversity(4, scope="document"), texts, batches).value == pytest.approx(ref_ngram_diversity(texts))
+    assert run(SelfRepetition(4), texts, batches).value == pytest.approx(ref_self_repetition_shaib(texts))
+    assert run(SelfRepetition(4, "shared_ngrams"), texts, batches).value == pytest.approx(ref_self_repetition(texts))
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_streaming_matches_reference_for_any_batching(seed):
     texts = random_corpus(seed)
     for batches in (1, 7):
-        assert run(NgramDiversity(4), texts, batches).value == pytest.approx(ref_ngram_diversity_corpus(texts))
-        assert run(NgramDiversity(4, scope="document"), texts, batches).value == \
-            pytest.approx(ref_ngram_diversity(texts))
-        assert run(SelfRepetition(4), texts, batches).value == pytest.approx(ref_self_repetition_shaib(texts))
-        assert run(SelfRepetition(4, "shared_ngrams"), texts, batches).value == \
-            pytest.approx(ref_self_repetition(texts))
+        assert_ngram_metrics_match_references(texts, batches)
 
 
 def test_self_repetition_merges_across_many_batches():
@@ -245,12 +247,7 @@ def test_long_documents_in_windows_score_exactly_as_whole(seed, small_windows):
     texts = random_corpus(seed, docs=30) + [" ".join(random_corpus(seed + 10, docs=20))] + random_corpus(seed + 1, 5)
     assert WS(texts).lengths.tolist() == [len(t.split()) for t in texts]
     for batches in (1, 4):
-        assert run(NgramDiversity(4), texts, batches).value == pytest.approx(ref_ngram_diversity_corpus(texts))
-        assert run(NgramDiversity(4, scope="document"), texts, batches).value == \
-            pytest.approx(ref_ngram_diversity(texts))
-        assert run(SelfRepetition(4), texts, batches).value == pytest.approx(ref_self_repetition_shaib(texts))
-        assert run(SelfRepetition(4, "shared_ngrams"), texts, batches).value == \
-            pytest.approx(ref_self_repetition(texts))
+        assert_ngram_metrics_match_references(texts, batches)
         data = " ".join(texts).encode()
         assert run(CompressionRatio(9), texts, batches).details["original_bytes"] == len(data)
 
