@@ -200,11 +200,8 @@ class GenerationResult:
 
 @dataclass
 class _Tally:
-    requests: int = 0
+    usage: Usage = field(default_factory=Usage)  # every answer used, cache hits and retries included
     prefetched_hits: int = 0
-    prompt_tokens: int = 0
-    cached_prompt_tokens: int = 0
-    completion_tokens: int = 0
     kept_completion_tokens: int = 0
     generations: int = 0
     first_attempt_valid: int = 0
@@ -291,14 +288,13 @@ def generate_experiment(
         "generations_planned": planned,
         "generations": tally.generations,
         "failures": failure_frame.height,
-        "requests": tally.requests,
-        "retries": tally.requests - planned,
+        "requests": tally.usage.requests,
+        "retries": tally.usage.requests - planned,
         # schema-valid, usable documents: on the first request, and within generate.max_attempts
         "valid_first_attempt_rate": round(tally.first_attempt_valid / planned, 4) if planned else 0,
         "valid_within_attempts_rate": round(tally.generations / planned, 4) if planned else 0,
         # every answer the stage used (all attempts, cache hits included), as if all were paid
-        **usage_counts(Usage(tally.requests, tally.prompt_tokens, tally.cached_prompt_tokens,
-                             tally.completion_tokens), price, mode),
+        **usage_counts(tally.usage, price, mode),
         "completion_tokens_kept": tally.kept_completion_tokens,
     }
     timings = {  # of this run only (they depend on what the cache held): the run sidecar, not the manifest
@@ -313,7 +309,7 @@ def generate_experiment(
             round(cached.backend_completion_tokens / backend_seconds, 3) if backend_seconds else 0,
     }
     log.info("%s: %d generations, %d failures, %d requests (%d cache hits, %d backend calls)", experiment,
-             tally.generations, failure_frame.height, tally.requests, hits, cached.backend_requests)
+             tally.generations, failure_frame.height, tally.usage.requests, hits, cached.backend_requests)
     paid = usage_counts(budget.paid, price, mode, prefix="paid_")
     log.info("%s: answers cost $%.4f at list price (%.1f%% of prompt tokens from the provider's prompt cache); "
              "this run paid $%.4f", experiment, counts["cost_usd"], 100 * counts["cached_prompt_share"],
@@ -342,7 +338,6 @@ def _run_attempts(jobs: list[_Job], global_seed: int, generation: GenerationConf
                                        json_schema=job.plan.json_schema, seed=job.last_seed,
                                        repetition_penalty=decoding.repetition_penalty))
             job.last_key = request_key(identity, requests[-1])
-        tally.requests += len(requests)
         answers = cached.cache.get_many(job.last_key for job in pending)
         tally.prefetched_hits += len(answers)
         cached.budget.charge(answers.values())
@@ -362,9 +357,7 @@ def _run_attempts(jobs: list[_Job], global_seed: int, generation: GenerationConf
         still_pending = []
         for job in pending:
             answer = answers[job.last_key]
-            tally.prompt_tokens += answer.prompt_tokens
-            tally.cached_prompt_tokens += min(answer.cached_prompt_tokens, answer.prompt_tokens)
-            tally.completion_tokens += answer.completion_tokens
+            tally.usage.add([answer])
             job.last_text, job.last_finish = answer.text, answer.finish_reason
             if answer.transient:
                 transient.append(answer.error or "transient error")
