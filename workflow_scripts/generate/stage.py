@@ -318,6 +318,13 @@ def generate_experiment(
                             run={**paid, "paid_requests": budget.paid.requests, **timings})
 
 
+def generation_request(plan: GenerationPlan, decoding: Decoding, seed: int) -> LLMRequest:
+    """The request the stage sends for a planned generation (the plan command builds the same keys)."""
+    return LLMRequest(messages=plan.messages, temperature=decoding.temperature, top_p=decoding.top_p,
+                      max_new_tokens=decoding.max_new_tokens, json_schema=plan.json_schema, seed=seed,
+                      repetition_penalty=decoding.repetition_penalty)
+
+
 def _run_attempts(jobs: list[_Job], global_seed: int, generation: GenerationConfig, decoding: Decoding,
                   cached: BudgetedBackend, tally: _Tally, failures: list[_Job], transient: list[str],
                   bar: Any) -> dict[str, LLMResponse]:
@@ -333,10 +340,7 @@ def _run_attempts(jobs: list[_Job], global_seed: int, generation: GenerationConf
         for job in pending:
             job.attempt = attempt
             job.last_seed = request_seed(global_seed, job.plan.topic.topic_id, job.plan.generation_index, attempt)
-            requests.append(LLMRequest(messages=job.plan.messages, temperature=decoding.temperature,
-                                       top_p=decoding.top_p, max_new_tokens=decoding.max_new_tokens,
-                                       json_schema=job.plan.json_schema, seed=job.last_seed,
-                                       repetition_penalty=decoding.repetition_penalty))
+            requests.append(generation_request(job.plan, decoding, job.last_seed))
             job.last_key = request_key(identity, requests[-1])
         answers = cached.cache.get_many(job.last_key for job in pending)
         tally.prefetched_hits += len(answers)

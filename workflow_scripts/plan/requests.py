@@ -24,7 +24,7 @@ from workflow_scripts.config import PipelineConfig
 from workflow_scripts.config.root import CHARS_PER_TOKEN, PROMPT_OVERHEAD_CHARS
 from workflow_scripts.core.stages import artifact, builtin_topics_path
 from workflow_scripts.generate.render import check_document
-from workflow_scripts.generate.stage import request_seed
+from workflow_scripts.generate.stage import generation_request, request_seed
 from workflow_scripts.generate.templates import Topic, TopicPool, load_personas, plan_generation
 from workflow_scripts.llm.builtin import BUILTIN_DIR
 from workflow_scripts.llm.cache import RequestCache, request_key
@@ -261,10 +261,7 @@ def _plan_group(config: PipelineConfig, cache: RequestCache | None, generator: s
             pool = pools[pool_size]
         job = plan_generation(template, topics[rank], g, prompts=generation.prompts, bounds=generation.json_schema,
                               personas=personas, global_seed=config.seed, topic_pool=pool, layout=layout)
-        return LLMRequest(messages=job.messages, temperature=decoding.temperature, top_p=decoding.top_p,
-                          max_new_tokens=decoding.max_new_tokens, json_schema=job.json_schema,
-                          seed=request_seed(config.seed, topics[rank].topic_id, g, attempt),
-                          repetition_penalty=decoding.repetition_penalty)
+        return generation_request(job, decoding, request_seed(config.seed, topics[rank].topic_id, g, attempt))
 
     counter, counted = prompt_counter(config, generator)
     lines, measured = [], []
