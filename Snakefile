@@ -7,7 +7,8 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "params.yaml"
+# No `configfile:` directive: the rules never read Snakemake's `config` (rules/common.smk loads and validates the
+# file itself, params.yaml or the --configfile given), so Snakemake need not parse it a second time on every start.
 
 
 report: "workflow_scripts/report/captions/workflow.rst"

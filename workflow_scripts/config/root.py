@@ -726,9 +726,10 @@ def parse_config(raw: Any, source: str = "<config>") -> PipelineConfig:
         raise ConfigError(_format_errors(source, error)) from None
 
 
-class ConfigLoader(yaml.SafeLoader):
+class ConfigLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """YAML as people write configs: a repeated key is an error (PyYAML keeps the last one silently), and
-    ``2e-5`` is a number (YAML 1.1 reads it as a string without a dot)."""
+    ``2e-5`` is a number (YAML 1.1 reads it as a string without a dot). libyaml's parser where PyYAML has it:
+    every `snakemake` start reads the config, and the pure-Python parser took most of that time."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
