@@ -6,12 +6,18 @@
 
 With ``--baseline REV`` both trees are built and timed in the same run, alternating, so that the ratio
 compares like with like on a shared machine.
+
+It also times each tool's own floor in the same run: `snakemake -n` on a Snakefile of as many trivial jobs, and
+`dvc status` on as many one-file stages that each track one key of the same params.yaml (DVC parses the params
+file once per stage). What the project adds is the difference to these.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -21,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.project import REPO, copy_project, run  # noqa: E402
+from tests.project import REPO, TEST_CONFIG, copy_project, run  # noqa: E402
 
 
 def timed(project: Path, *command: str, repeat: int) -> float:
@@ -41,6 +47,9 @@ def built_copy(destination: Path, revision: str | None) -> Path:
         destination.mkdir(parents=True)
         archive = subprocess.run(["git", "archive", revision], cwd=REPO, capture_output=True, check=True).stdout
         subprocess.run(["tar", "x", "-C", str(destination)], input=archive, check=True)
+        # the configuration copy_project gives this tree, so that both trees plan the same grid
+        shutil.copy2(destination / TEST_CONFIG, destination / "params.yaml")
+        run(destination, sys.executable, "-m", "workflow_scripts.dvc_yaml")
         for command in (["git", "init", "-q"], ["git", "add", "-A"],
                         ["git", "-c", "user.email=b@b", "-c", "user.name=b", "commit", "-qm", revision]):
             subprocess.run(command, cwd=destination, check=True, capture_output=True)
@@ -59,6 +68,24 @@ def check_up_to_date(project: Path) -> None:
         raise SystemExit(f"{project} is not up to date for DVC: `dvc repro` (or `dvc commit`) first")
 
 
+def floor_projects(destination: Path, jobs: int, params: Path) -> dict[str, Path]:
+    """Trivial workflows of ``jobs`` jobs, built: what Snakemake and DVC cost before any project code runs."""
+    snakemake_floor, dvc_floor = destination / "snakemake", destination / "dvc"
+    snakemake_floor.mkdir(parents=True)
+    (snakemake_floor / "Snakefile").write_text(
+        f'rule all:\n    input: expand("out/{{i}}.txt", i=range({jobs}))\n\n'
+        'rule touch:\n    output: "out/{i}.txt"\n    shell: "touch {output}"\n')
+    run(snakemake_floor, "snakemake", "--cores", "1", "--quiet")
+    dvc_floor.mkdir(parents=True)
+    shutil.copy2(params, dvc_floor / "params.yaml")
+    stages = {f"s{i}": {"cmd": f"echo {i} > out{i}.txt", "params": ["seed"], "outs": [f"out{i}.txt"]}
+              for i in range(jobs)}
+    (dvc_floor / "dvc.yaml").write_text(json.dumps({"stages": stages}))  # JSON is YAML
+    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "repro", "-q"]):
+        run(dvc_floor, *command)
+    return {"snakemake": snakemake_floor, "dvc": dvc_floor}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--project", type=Path, help="an already built project (default: build one)")
@@ -71,12 +98,16 @@ def main() -> int:
             check_up_to_date(args.project)
         if args.baseline:
             projects[args.baseline] = built_copy(Path(scratch) / "baseline", args.baseline)
-        times: dict[str, dict[str, list[float]]] = {name: {"snakemake": [], "dvc": []} for name in projects}
-        for _ in range(args.repeat):  # alternate, so that load on a shared machine hits both alike
+        jobs = len(run(projects["this tree"], "dvc", "stage", "list").stdout.splitlines())
+        floors = floor_projects(Path(scratch) / "floor", jobs, projects["this tree"] / "params.yaml")
+        times: dict[str, dict[str, list[float]]] = {name: {"snakemake": [], "dvc": []}
+                                                    for name in [*projects, "floor"]}
+        for _ in range(args.repeat):  # alternate, so that load on a shared machine hits all alike
             for name, project in projects.items():
                 times[name]["snakemake"].append(timed(project, "snakemake", "-n", repeat=1))
                 times[name]["dvc"].append(timed(project, "dvc", "status", repeat=1))
-        jobs = len(run(projects["this tree"], "dvc", "stage", "list").stdout.splitlines())
+            times["floor"]["snakemake"].append(timed(floors["snakemake"], "snakemake", "-n", repeat=1))
+            times["floor"]["dvc"].append(timed(floors["dvc"], "dvc", "status", repeat=1))
         print(f"jobs in the default grid: {jobs}; median of {args.repeat} runs (target <= 1.0 s)")
         if importlib.util.find_spec("snakemake_executor_plugin_slurm") is not None:
             print("note: the SLURM executor plugin is installed (install.sh --slurm): Snakemake imports it, and "
@@ -87,6 +118,8 @@ def main() -> int:
             if args.baseline:
                 base = statistics.median(times[args.baseline][command])
                 line += f"   {args.baseline}: {base:.2f} s   ratio {ours / base:.2f}"
+            floor = statistics.median(times["floor"][command])
+            line += f"   {command}'s own floor for {jobs} trivial jobs: {floor:.2f} s (project adds {ours - floor:+.2f} s)"
             print(line)
     return 0
 
