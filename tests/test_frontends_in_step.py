@@ -8,6 +8,7 @@ import pytest
 
 from tests.project import REPO, copy_project, snakemake_job_specs
 from workflow_scripts.config import load_config
+from workflow_scripts.core.artifacts import MANIFEST
 from workflow_scripts.dvc_yaml import VALIDATE, render
 from workflow_scripts.pipeline import plan
 
@@ -37,7 +38,7 @@ def test_snakemake_jobs_match_dvc_stages(project):
         assert [{job["output"]: {"persist": True}}] == stage["outs"], name
         snakemake_inputs = {i for i in job["inputs"] if not i.startswith(".snakemake/fingerprints/")}
         # DVC depends on an upstream artifact through its manifest (pipeline.dvc_deps), Snakemake on the folder
-        dvc_inputs = {dep.removesuffix("/manifest.json") for dep in stage["deps"]}
+        dvc_inputs = {dep.removesuffix(f"/{MANIFEST}") for dep in stage["deps"]}
         assert snakemake_inputs == dvc_inputs - set(validated), name
 
 

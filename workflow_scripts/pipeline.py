@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def command(stage: Stage, config: PipelineConfig, config_file: str, experiment: 
     return shlex.join(words)
 
 
-def dvc_deps(inputs: dict[str, str], code: tuple[str, ...], externals: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+def dvc_deps(inputs: dict[str, str], code: Sequence[str], externals: Sequence[str]) -> tuple[str, ...]:
     """DVC's dependencies of a job: each upstream artifact through its manifest, then code and external files.
 
     The manifest lists every file of its artifact with its size and sha256, so it changes exactly when the
